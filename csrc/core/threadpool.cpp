@@ -1,0 +1,100 @@
+#include "threadpool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace qk {
+namespace {
+
+class ThreadPool {
+ public:
+  ~ThreadPool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  // Returns false without running anything when another caller holds the pool.
+  bool try_run(int64_t n_tasks, int n_threads, const std::function<void(int64_t)>& fn) {
+    std::unique_lock<std::mutex> job_lock(job_mu_, std::try_to_lock);
+    if (!job_lock.owns_lock()) return false;
+    const int helpers = static_cast<int>(std::min<int64_t>(n_threads, n_tasks)) - 1;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      while (static_cast<int>(workers_.size()) < helpers)
+        workers_.emplace_back([this, id = static_cast<int>(workers_.size())] { loop(id); });
+      fn_ = &fn;
+      n_tasks_ = n_tasks;
+      next_.store(0);
+      active_helpers_ = helpers;
+      pending_ = helpers;
+      ++generation_;
+    }
+    wake_.notify_all();
+    drain();
+    std::unique_lock<std::mutex> lk(mu_);
+    done_.wait(lk, [this] { return pending_ == 0; });
+    fn_ = nullptr;
+    return true;
+  }
+
+ private:
+  void drain() {
+    for (int64_t t; (t = next_.fetch_add(1)) < n_tasks_;) (*fn_)(t);
+  }
+
+  void loop(int id) {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        wake_.wait(lk, [&] { return stop_ || (generation_ != seen && id < active_helpers_); });
+        if (stop_) return;
+        seen = generation_;
+      }
+      drain();
+      std::lock_guard<std::mutex> lk(mu_);
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex job_mu_;  // one job at a time
+  std::mutex mu_;      // guards the fields below
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int64_t)>* fn_ = nullptr;
+  int64_t n_tasks_ = 0;
+  std::atomic<int64_t> next_{0};
+  int active_helpers_ = 0;
+  int pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+ThreadPool& pool() {
+  static ThreadPool p;
+  return p;
+}
+
+std::atomic<int> g_default_threads{
+    static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
+
+}  // namespace
+
+void parallel_for(int64_t n_tasks, int n_threads, const std::function<void(int64_t)>& fn) {
+  if (n_tasks <= 0) return;
+  if (n_threads > 1 && n_tasks > 1 && pool().try_run(n_tasks, n_threads, fn)) return;
+  for (int64_t t = 0; t < n_tasks; ++t) fn(t);
+}
+
+int default_num_threads() { return g_default_threads.load(); }
+void set_default_num_threads(int n) { g_default_threads.store(n); }
+
+}  // namespace qk

@@ -1,0 +1,21 @@
+// The library's own persistent thread pool. Callers pass the thread count per call (the Python
+// layer passes torch.get_num_threads()), so qkernels never oversubscribes and never depends on
+// the OpenMP runtime that torch or the host engine ships.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace qk {
+
+// Runs fn(task) for every task in [0, n_tasks) on up to n_threads threads, the caller included,
+// and returns when all are done. Tasks must not throw. Concurrent callers are safe: while one
+// caller's job occupies the pool, another caller runs its tasks serially on its own thread,
+// which gives identical results because every task computes a fixed block of the output.
+void parallel_for(int64_t n_tasks, int n_threads, const std::function<void(int64_t)>& fn);
+
+// Default thread count used by the C ABI (qk_set_num_threads); hardware threads initially.
+int default_num_threads();
+void set_default_num_threads(int n);
+
+}  // namespace qk

@@ -1,0 +1,29 @@
+// Walks an [M, N] output block in MR x NR register tiles, with narrower tiles for the ragged
+// edges. Included by the per-ISA kernel files; `Tile` is a functor type from the including
+// translation unit's anonymous namespace, so every instantiation stays private to that unit and
+// its compiler flags (no AVX-512 code can be merged into a generic caller).
+#pragma once
+
+#include <cstdint>
+
+namespace qk::cpu {
+
+// tile.template run<mr, nr>(m, n) computes outputs [m, m + mr) x [n, n + nr).
+// Weight rows (n) are the outer loop so an NR-row strip of weights stays in L1 while every row of
+// activations streams past it.
+template <int MR, int NR, typename Tile>
+inline void for_each_tile(int64_t M, int64_t N, const Tile& tile) {
+  int64_t n = 0;
+  for (; n + NR <= N; n += NR) {
+    int64_t m = 0;
+    for (; m + MR <= M; m += MR) tile.template run<MR, NR>(m, n);
+    for (; m < M; ++m) tile.template run<1, NR>(m, n);
+  }
+  for (; n < N; ++n) {
+    int64_t m = 0;
+    for (; m + MR <= M; m += MR) tile.template run<MR, 1>(m, n);
+    for (; m < M; ++m) tile.template run<1, 1>(m, n);
+  }
+}
+
+}  // namespace qk::cpu

@@ -1,0 +1,108 @@
+/* qkernels C ABI.
+ *
+ * Plain C11. Every function validates its arguments and returns a qk_status; on failure the
+ * calling thread's message is available from qk_last_error() until that thread's next call.
+ * No function aborts, throws or touches memory outside the ranges described by its arguments.
+ *
+ * Matrices are row-major. A "leading dimension" (ld*) is the distance in elements between two
+ * consecutive rows; it must be at least the row length. The library owns a thread pool; its
+ * size defaults to the number of hardware threads and is set with qk_set_num_threads().
+ */
+#ifndef QKERNELS_H_
+#define QKERNELS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define QK_API __declspec(dllexport)
+#else
+#define QK_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QK_VERSION_MAJOR 0
+#define QK_VERSION_MINOR 1
+#define QK_VERSION_PATCH 0
+
+typedef enum qk_status {
+  QK_OK = 0,
+  QK_ERR_INVALID_ARGUMENT = 1, /* a NULL pointer, a negative size, a too-small stride, ... */
+  QK_ERR_UNSUPPORTED = 2,      /* e.g. forcing an ISA this CPU cannot run */
+  QK_ERR_OUT_OF_MEMORY = 3,
+  QK_ERR_INTERNAL = 4
+} qk_status;
+
+/* Instruction-set paths of the CPU kernels. */
+typedef enum qk_isa {
+  QK_ISA_GENERIC = 0, /* scalar C++; the ground truth every other path is tested against */
+  QK_ISA_AVX2 = 1,    /* AVX2 + FMA */
+  QK_ISA_AVX512 = 2,  /* AVX-512 F/BW/VL, using VNNI when the CPU has it */
+  QK_ISA_NEON = 3,    /* AArch64 Advanced SIMD */
+  QK_ISA_COUNT = 4
+} qk_isa;
+
+/* Element types of float activations and outputs. */
+typedef enum qk_dtype { QK_F32 = 0, QK_BF16 = 1, QK_F16 = 2 } qk_dtype;
+
+/* ---- library state ---------------------------------------------------------------------- */
+
+QK_API const char* qk_version(void);           /* "MAJOR.MINOR.PATCH" */
+QK_API const char* qk_last_error(void);        /* this thread's last message, "" if none */
+QK_API const char* qk_status_name(qk_status s); /* "QK_OK", ... */
+
+QK_API const char* qk_isa_name(qk_isa isa); /* "generic", "avx2", ...; NULL if out of range */
+QK_API int qk_isa_available(qk_isa isa);    /* 1 if compiled in and this CPU can run it */
+QK_API qk_isa qk_isa_active(void);          /* the path used by the kernels */
+/* Forces a path. QK_ERR_UNSUPPORTED if this CPU or build cannot run it. The initial path is the
+ * best available one, or the one named by the environment variable QKERNELS_ISA. */
+QK_API qk_status qk_set_isa(qk_isa isa);
+
+QK_API qk_status qk_set_num_threads(int n); /* n >= 1 */
+QK_API int qk_get_num_threads(void);
+
+/* ---- int8 ------------------------------------------------------------------------------- */
+/* Symmetric int8 with one fp32 scale per row:
+ *   scale = max|row| / 127  (1 for an all-zero row), q = round_half_even(v / scale) in [-127, 127].
+ * The same rule quantizes weights (per output channel, offline) and activations (per token, inside
+ * qk_linear_int8_w8a8). Non-finite input is rejected by qk_quantize_int8. */
+
+/* w: [rows, cols] floats (dtype w_dtype, leading dimension ldw). q: [rows, cols] int8, dense.
+ * scales: [rows] fp32. Returns QK_ERR_INVALID_ARGUMENT naming the first row holding NaN/Inf. */
+QK_API qk_status qk_quantize_int8(const void* w, qk_dtype w_dtype, int64_t rows, int64_t cols,
+                                  int64_t ldw, int8_t* q, float* scales);
+
+/* Exact integer matrix product: c[M, N] (int32, ldc) = a[M, K] (int8, lda) x b[N, K]^T (int8, ldb).
+ * Inputs must lie in [-127, 127] (the range qk_quantize_int8 produces); -128 is rejected because
+ * the SIMD paths multiply magnitudes. K must be <= 2^17 so that int32 cannot overflow. */
+QK_API qk_status qk_matmul_int8(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb,
+                                int32_t* c, int64_t ldc, int64_t M, int64_t N, int64_t K);
+
+/* W8A8 dynamic: y[M, N] = dequant(quant(x)) x dequant(w)^T + bias.
+ *   x:       [M, K] activations, dtype x_dtype, leading dimension ldx
+ *   w:       [N, K] int8 weights in [-127, 127], dense
+ *   w_scale: [N] fp32 per-output-channel scales (> 0)
+ *   bias:    [N] fp32 or NULL
+ *   y:       [M, N] outputs, dtype x_dtype, leading dimension ldy
+ * Each row of x is quantized per token with the rule above; the int32 accumulation is exact and
+ * the epilogue is y = float(acc) * (x_scale[m] * w_scale[n]) + bias[n] in fp32, without FMA.
+ * A row of x holding NaN or Inf gives a row of NaN. K <= 2^17. */
+QK_API qk_status qk_linear_int8_w8a8(const void* x, qk_dtype x_dtype, int64_t ldx, const int8_t* w,
+                                     const float* w_scale, const float* bias, void* y, int64_t ldy,
+                                     int64_t M, int64_t N, int64_t K);
+
+/* W8A16: y[M, N] = x x (w * w_scale)^T + bias with float activations; the weights are converted to
+ * fp32 in registers (never materialised) and accumulated in fp32. Same arguments as above;
+ * NaN/Inf propagate as IEEE arithmetic does. */
+QK_API qk_status qk_linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx,
+                                      const int8_t* w, const float* w_scale, const float* bias,
+                                      void* y, int64_t ldy, int64_t M, int64_t N, int64_t K);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* QKERNELS_H_ */

@@ -1,0 +1,18 @@
+"""qkernels: kernel-first quantized inference for PyTorch.
+
+    import qkernels as qk
+    qk.quantize_(model, qk.Int8Config())       # swap nn.Linear -> qk.nn.Int8Linear in place
+"""
+
+from . import _native
+
+_native.check_env_isa()
+
+from . import formats, nn, ops, reference  # noqa: E402  (ops registers torch.ops.qkernels.*)
+from ._native import set_isa  # noqa: E402
+from .info import info  # noqa: E402
+from .quantize import Int8Config, quantize_  # noqa: E402
+
+__version__ = _native._C.version()
+
+__all__ = ["Int8Config", "formats", "info", "nn", "ops", "quantize_", "reference", "set_isa"]

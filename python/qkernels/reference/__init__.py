@@ -1,0 +1,6 @@
+"""Pure-PyTorch oracles: readable, vectorised fp32. Tests compare every kernel with these, and the
+ops fall back to them on devices without a kernel."""
+
+from .int8 import linear_int8_w8a8, linear_int8_w8a16, matmul_int8, quantize_int8
+
+__all__ = ["linear_int8_w8a8", "linear_int8_w8a16", "matmul_int8", "quantize_int8"]
