@@ -1,0 +1,42 @@
+# Two commands do everything: `make demo` and `make test`. Both build into .venv from nothing.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: demo test bench lint format clean
+
+# torch goes in first, from the pinned CPU build, so the project's `torch>=2.4` range is already
+# satisfied and pip never pulls a multi-GB CUDA build.
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml CMakeLists.txt $(shell find csrc python cmake -type f)
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
+	$(PIP) install -q --no-build-isolation -e ".[test,demo,dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(VENV)/bin/qkernels demo
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/qkernels bench int8
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/clang-format --dry-run --Werror $(shell find csrc tests -name '*.cpp' -o -name '*.h' -o -name '*.c')
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format python tests bench
+	$(VENV)/bin/clang-format -i $(shell find csrc tests -name '*.cpp' -o -name '*.h' -o -name '*.c')
+
+clean:
+	rm -rf build $(VENV) qkernels-report

@@ -1,0 +1,45 @@
+"""The ``qkernels`` command: ``info | bench | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _info(args: argparse.Namespace) -> int:
+    import qkernels
+
+    print(json.dumps(qkernels.info(), indent=2))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .benchmarks import run_bench
+
+    return run_bench(args.format, args.rest)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args.rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qkernels", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="print the build, CPU paths and threads as JSON").set_defaults(fn=_info)
+    p = sub.add_parser("bench", help="roofline benchmark of one format (see `qkernels bench int8 -h`)")
+    p.add_argument("format", choices=["int8"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")
+    p.set_defaults(fn=_bench)
+    p = sub.add_parser("demo", help="quantize real models with every format and print the tables")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the demo")
+    p.set_defaults(fn=_demo)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
