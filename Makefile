@@ -7,6 +7,8 @@ PIP := $(PY) -m pip
 
 .PHONY: demo test bench lint format clean
 
+# The package builds in pip's isolated build environment (no torch there: the C++ core does not
+# link libtorch); build/ keeps the CMake tree between runs.
 # torch goes in first, from the pinned CPU build, so the project's `torch>=2.4` range is already
 # satisfied and pip never pulls a multi-GB CUDA build.
 $(VENV)/.torch:
@@ -16,8 +18,7 @@ $(VENV)/.torch:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.torch pyproject.toml CMakeLists.txt $(shell find csrc python cmake -type f)
-	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
-	$(PIP) install -q --no-build-isolation -e ".[test,demo,dev]"
+	$(PIP) install -q ".[test,demo,dev]"
 	touch $@
 
 demo: $(VENV)/.installed
