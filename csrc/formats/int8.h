@@ -23,9 +23,11 @@ inline constexpr int64_t kMaxK = int64_t{1} << 17;
 static_assert(kMaxK * kQMax * kQMax < (int64_t{1} << 31), "int32 accumulator must not overflow");
 static_assert(sizeof(int8_t) == 1, "one weight per byte");
 
-// scale = absmax / 127, or 1 for an all-zero row (any positive scale reproduces zeros exactly).
+// scale = absmax / 127, or 1 when that is 0: an all-zero row (any positive scale reproduces zeros
+// exactly) or one so tiny (absmax < 127 * 2^-149) that the division underflows.
 QK_HD inline float scale_from_absmax(float absmax) {
-  return absmax > 0.0f ? absmax / static_cast<float>(kQMax) : 1.0f;
+  const float s = absmax / static_cast<float>(kQMax);
+  return s > 0.0f ? s : 1.0f;
 }
 
 // q = round_half_even(v / scale), clamped to [-127, 127]. Division (not a reciprocal multiply) so

@@ -36,8 +36,7 @@ def check_env_isa() -> None:
         raise RuntimeError(f"QKERNELS_ISA: expected one of {', '.join(ISA_NAMES)}, got {env!r}")
     if env not in isa_available():
         raise RuntimeError(
-            f"QKERNELS_ISA: {env!r} cannot run on this CPU or build; "
-            f"available: {', '.join(isa_available())}"
+            f"QKERNELS_ISA: {env!r} cannot run on this CPU or build; available: {', '.join(isa_available())}"
         )
 
 

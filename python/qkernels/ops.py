@@ -75,8 +75,14 @@ def quantize_int8(w: Tensor) -> tuple[Tensor, Tensor]:
     q = torch.empty((rows, cols), dtype=torch.int8)
     scale = torch.empty((rows,), dtype=torch.float32)
     _C.quantize_int8(
-        w.data_ptr(), _native.DTYPE_CODES[w.dtype], rows, cols, max(cols, 1), q.data_ptr(),
-        scale.data_ptr(), _native.threads(),
+        w.data_ptr(),
+        _native.DTYPE_CODES[w.dtype],
+        rows,
+        cols,
+        max(cols, 1),
+        q.data_ptr(),
+        scale.data_ptr(),
+        _native.threads(),
     )
     return q, scale
 
@@ -105,7 +111,15 @@ def matmul_int8(a: Tensor, b: Tensor) -> Tensor:
     (m, k), n = a.shape, b.shape[0]
     c = torch.empty((m, n), dtype=torch.int32)
     _C.matmul_int8(
-        a.data_ptr(), max(k, 1), b.data_ptr(), max(k, 1), c.data_ptr(), max(n, 1), m, n, k,
+        a.data_ptr(),
+        max(k, 1),
+        b.data_ptr(),
+        max(k, 1),
+        c.data_ptr(),
+        max(n, 1),
+        m,
+        n,
+        k,
         _native.threads(),
     )
     return c
@@ -130,8 +144,18 @@ def _linear(op: str, kernel, fallback, x, weight, weight_scale, bias) -> Tensor:
     weight, weight_scale = weight.contiguous(), weight_scale.contiguous()
     bias = None if bias is None else bias.contiguous()
     kernel(
-        x2.data_ptr(), _native.DTYPE_CODES[x.dtype], max(k, 1), weight.data_ptr(),
-        weight_scale.data_ptr(), _addr(bias), y.data_ptr(), max(n, 1), m, n, k, _native.threads(),
+        x2.data_ptr(),
+        _native.DTYPE_CODES[x.dtype],
+        max(k, 1),
+        weight.data_ptr(),
+        weight_scale.data_ptr(),
+        _addr(bias),
+        y.data_ptr(),
+        max(n, 1),
+        m,
+        n,
+        k,
+        _native.threads(),
     )
     return y.reshape(*x.shape[:-1], n)
 
@@ -142,8 +166,13 @@ def linear_int8_w8a8(x: Tensor, weight: Tensor, weight_scale: Tensor, bias: Tens
     ``x [..., K] float32/bfloat16/float16 -> [..., N]`` in x's dtype. Rows of x with NaN/Inf give
     rows of NaN."""
     return _linear(
-        "linear_int8_w8a8", _C.linear_int8_w8a8, reference.linear_int8_w8a8,
-        x, weight, weight_scale, bias,
+        "linear_int8_w8a8",
+        _C.linear_int8_w8a8,
+        reference.linear_int8_w8a8,
+        x,
+        weight,
+        weight_scale,
+        bias,
     )
 
 
@@ -152,14 +181,24 @@ def linear_int8_w8a16(x: Tensor, weight: Tensor, weight_scale: Tensor, bias: Ten
     """W8A16: float activations times int8 weights dequantized in registers, fp32 accumulation.
     ``x [..., K] float32/bfloat16/float16 -> [..., N]`` in x's dtype."""
     return _linear(
-        "linear_int8_w8a16", _C.linear_int8_w8a16, reference.linear_int8_w8a16,
-        x, weight, weight_scale, bias,
+        "linear_int8_w8a16",
+        _C.linear_int8_w8a16,
+        reference.linear_int8_w8a16,
+        x,
+        weight,
+        weight_scale,
+        bias,
     )
 
 
-def _linear_fake(x: Tensor, weight: Tensor, weight_scale: Tensor, bias: Tensor | None) -> Tensor:
-    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+def _linear_fake(op: str):
+    # The checks run under tracing too, so torch.compile reports bad shapes at compile time.
+    def fake(x: Tensor, weight: Tensor, weight_scale: Tensor, bias: Tensor | None) -> Tensor:
+        _check_linear(op, x, weight, weight_scale, bias)
+        return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+    return fake
 
 
-linear_int8_w8a8.register_fake(_linear_fake)
-linear_int8_w8a16.register_fake(_linear_fake)
+linear_int8_w8a8.register_fake(_linear_fake("linear_int8_w8a8"))
+linear_int8_w8a16.register_fake(_linear_fake("linear_int8_w8a16"))

@@ -44,12 +44,13 @@ def quantize_(model: nn.Module, config: Int8Config, filter_fn: FilterFn | None =
         raise ValueError(f"quantize_: model: expected at least one of its {what}, got none")
     fields = asdict(config)
     replacements = {
-        name: config.module_cls.from_linear(mod, name=name or "<root>", **fields)
-        for name, mod in targets
+        name: config.module_cls.from_linear(mod, name=name or "<root>", **fields) for name, mod in targets
     }
     if "" in replacements:  # the model itself is a Linear: nothing to swap it into
-        raise ValueError("quantize_: model: expected a container of nn.Linear layers, got an nn.Linear; "
-                         "use the module's from_linear instead")
+        raise ValueError(
+            "quantize_: model: expected a container of nn.Linear layers, got an nn.Linear; "
+            "use the module's from_linear instead"
+        )
     for name, new in replacements.items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)

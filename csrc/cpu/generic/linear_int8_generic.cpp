@@ -37,11 +37,17 @@ void gemm_s8(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int32_t
 
 void gemm_f32_s8(const float* x, int64_t ldx, const int8_t* w, int64_t ldw, float* c, int64_t ldc,
                  int64_t M, int64_t N, int64_t K) {
+  // 16 interleaved partial sums, then a pairwise reduction: a single running sum would lose
+  // O(K) ulps, far more than the blocked summation of the SIMD paths and of BLAS.
+  constexpr int kLanes = 16;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
-      float acc = 0.0f;
-      for (int64_t k = 0; k < K; ++k) acc += x[m * ldx + k] * static_cast<float>(w[n * ldw + k]);
-      c[m * ldc + n] = acc;
+      float part[kLanes] = {};
+      for (int64_t k = 0; k < K; ++k)
+        part[k % kLanes] += x[m * ldx + k] * static_cast<float>(w[n * ldw + k]);
+      for (int width = kLanes / 2; width > 0; width /= 2)
+        for (int i = 0; i < width; ++i) part[i] += part[i + width];
+      c[m * ldc + n] = part[0];
     }
 }
 

@@ -15,8 +15,10 @@ MAX_K = 1 << 17
 
 
 def scale_from_absmax(absmax: torch.Tensor) -> torch.Tensor:
-    """``absmax / 127``, or 1 for an all-zero row (any positive scale reproduces zeros)."""
-    return torch.where(absmax > 0, absmax / QMAX, torch.ones_like(absmax))
+    """``absmax / 127``, or 1 where that is 0 (an all-zero row, or one so tiny the division
+    underflows; any positive scale reproduces zeros)."""
+    scale = absmax / QMAX
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,9 +44,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
     @classmethod
-    def from_linear(
-        cls, linear: nn.Linear, weight_only: bool = False, name: str | None = None
-    ) -> Int8Linear:
+    def from_linear(cls, linear: nn.Linear, weight_only: bool = False, name: str | None = None) -> Int8Linear:
         """Quantizes ``linear`` (per-output-channel symmetric int8). ``name`` labels errors."""
         check_source_linear(cls.__name__, linear, name)
         out_features, in_features = linear.weight.shape
@@ -113,6 +111,4 @@ class Int8Linear(nn.Module):
             errors.append(f"{prefix}weight_scale: expected finite positive scales, got {s[~(s > 0)][:4]}")
         if prefix + "_extra_state" not in state_dict and strict:
             errors.append(f"{prefix}_extra_state: expected the int8 format tag, got none")
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing, unexpected, errors
-        )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)

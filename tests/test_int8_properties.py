@@ -1,0 +1,24 @@
+"""Hypothesis properties of the int8 quantizer (the C++ one, through the op)."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+# Bounds exactly representable in fp32; +-2^100 keeps absmax / 127 and w / scale finite.
+finite = st.floats(-(2.0**100), 2.0**100, allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays("float32", st.tuples(st.integers(1, 6), st.integers(1, 80)), elements=finite))
+def test_round_trip_within_half_step_and_positive_scale(w):
+    t = torch.from_numpy(w)
+    q, scale = torch.ops.qkernels.quantize_int8(t)
+    assert bool((scale > 0).all()) and bool(torch.isfinite(scale).all())
+    assert int(q.min()) >= -127
+    err = (q.double() * scale.double().unsqueeze(1) - t.double()).abs()
+    # Half a step, plus the fp32 rounding of w / scale (a few ulps of the code).
+    bound = scale.double().unsqueeze(1) * (0.5 + 1e-5)
+    assert bool((err <= bound).all())
