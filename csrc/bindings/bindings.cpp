@@ -26,9 +26,12 @@ void raise_if_failed(qk_status s) {
   if (s == QK_OK) return;
   const std::string msg = qk_last_error();
   switch (s) {
-    case QK_ERR_INVALID_ARGUMENT: throw py::value_error(msg);
-    case QK_ERR_OUT_OF_MEMORY: throw std::bad_alloc();
-    default: throw std::runtime_error(msg);
+    case QK_ERR_INVALID_ARGUMENT:
+      throw py::value_error(msg);
+    case QK_ERR_OUT_OF_MEMORY:
+      throw std::bad_alloc();
+    default:
+      throw std::runtime_error(msg);
   }
 }
 

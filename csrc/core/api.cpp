@@ -18,11 +18,16 @@ const char* qk_version(void) {
 
 const char* qk_status_name(qk_status s) {
   switch (s) {
-    case QK_OK: return "QK_OK";
-    case QK_ERR_INVALID_ARGUMENT: return "QK_ERR_INVALID_ARGUMENT";
-    case QK_ERR_UNSUPPORTED: return "QK_ERR_UNSUPPORTED";
-    case QK_ERR_OUT_OF_MEMORY: return "QK_ERR_OUT_OF_MEMORY";
-    case QK_ERR_INTERNAL: return "QK_ERR_INTERNAL";
+    case QK_OK:
+      return "QK_OK";
+    case QK_ERR_INVALID_ARGUMENT:
+      return "QK_ERR_INVALID_ARGUMENT";
+    case QK_ERR_UNSUPPORTED:
+      return "QK_ERR_UNSUPPORTED";
+    case QK_ERR_OUT_OF_MEMORY:
+      return "QK_ERR_OUT_OF_MEMORY";
+    case QK_ERR_INTERNAL:
+      return "QK_ERR_INTERNAL";
   }
   return "QK_ERR_UNKNOWN";
 }
@@ -37,8 +42,8 @@ qk_status qk_set_num_threads(int n) {
 
 int qk_get_num_threads(void) { return qk::default_num_threads(); }
 
-qk_status qk_quantize_int8(const void* w, qk_dtype w_dtype, int64_t rows, int64_t cols,
-                           int64_t ldw, int8_t* q, float* scales) {
+qk_status qk_quantize_int8(const void* w, qk_dtype w_dtype, int64_t rows, int64_t cols, int64_t ldw,
+                           int8_t* q, float* scales) {
   return qk::quantize_int8(w, w_dtype, rows, cols, ldw, q, scales, qk::default_num_threads());
 }
 

@@ -44,13 +44,13 @@ inline uint16_t f32_to_f16(float f) {
   const uint32_t u = f32_to_bits(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return sign | 0x7e00u;                 // NaN
-  if (a >= 0x477ff000u) return sign | 0x7c00u;                // rounds to >= 65520: Inf
-  if (a >= 0x38800000u) {                                      // normal half
+  if (a > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (a >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: Inf
+  if (a >= 0x38800000u) {                       // normal half
     const uint32_t r = a + 0xfffu + ((a >> 13) & 1u) - (112u << 23);
     return sign | static_cast<uint16_t>(r >> 13);
   }
-  if (a < 0x33000000u) return sign;                            // below half of the smallest subnormal
+  if (a < 0x33000000u) return sign;  // below half of the smallest subnormal
   // Subnormal half: shift the full mantissa right, rounding to nearest even.
   const uint32_t e = a >> 23;
   const uint32_t m = (a & 0x7fffffu) | 0x800000u;

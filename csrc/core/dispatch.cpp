@@ -14,28 +14,37 @@ namespace {
 
 const KernelTable* table_for(qk_isa isa) {
   switch (isa) {
-    case QK_ISA_GENERIC: return kernels_generic();
-    case QK_ISA_AVX2: return kernels_avx2();
-    case QK_ISA_AVX512: return kernels_avx512();
-    case QK_ISA_NEON: return kernels_neon();
-    default: return nullptr;
+    case QK_ISA_GENERIC:
+      return kernels_generic();
+    case QK_ISA_AVX2:
+      return kernels_avx2();
+    case QK_ISA_AVX512:
+      return kernels_avx512();
+    case QK_ISA_NEON:
+      return kernels_neon();
+    default:
+      return nullptr;
   }
 }
 
 bool cpu_supports(qk_isa isa) {
   switch (isa) {
-    case QK_ISA_GENERIC: return true;
+    case QK_ISA_GENERIC:
+      return true;
 #if defined(__x86_64__) || defined(_M_X64)
     // __builtin_cpu_supports also checks that the OS saves the YMM/ZMM state (XCR0).
-    case QK_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case QK_ISA_AVX2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case QK_ISA_AVX512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl");
 #endif
 #if defined(__aarch64__)
-    case QK_ISA_NEON: return true;  // Advanced SIMD is mandatory on AArch64
+    case QK_ISA_NEON:
+      return true;  // Advanced SIMD is mandatory on AArch64
 #endif
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -68,8 +77,9 @@ void init_from_env() {
     for (int i = 0; i < QK_ISA_COUNT; ++i)
       if (std::strcmp(env, qk_isa_name(static_cast<qk_isa>(i))) == 0) chosen = i;
     if (chosen < 0) {
-      g_init_error = std::string("QKERNELS_ISA: expected one of generic, avx2, avx512, neon, got '") +
-                     env + "'";
+      g_init_error =
+          std::string("QKERNELS_ISA: expected one of generic, avx2, avx512, neon, got '") + env +
+          "'";
     } else if (!qk_isa_available(static_cast<qk_isa>(chosen))) {
       g_init_error = std::string("QKERNELS_ISA: '") + env +
                      "' cannot run on this CPU or build; available: " + available_list();
@@ -117,9 +127,9 @@ qk_status qk_set_isa(qk_isa isa) {
                                                  std::to_string(QK_ISA_COUNT - 1) + ", got " +
                                                  std::to_string(static_cast<int>(isa)));
   if (!qk_isa_available(isa))
-    return qk::fail(QK_ERR_UNSUPPORTED, std::string("qk_set_isa: '") + qk_isa_name(isa) +
-                                            "' cannot run on this CPU or build; available: " +
-                                            qk::available_list());
+    return qk::fail(QK_ERR_UNSUPPORTED,
+                    std::string("qk_set_isa: '") + qk_isa_name(isa) +
+                        "' cannot run on this CPU or build; available: " + qk::available_list());
   qk::active_kernels();
   qk::g_active.store(isa);
   qk::g_init_failed.store(false);

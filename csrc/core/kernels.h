@@ -24,7 +24,8 @@ struct KernelTable {
   // the scale, or returns NaN and writes zeros when the row holds NaN or Inf.
   float (*quantize_row_int8)(const float* x, int64_t n, int8_t* q);
   // c[m, n] = sum_k a[m, k] * b[n, k] for m < M, n < N, exact in int32.
-  // a: panel as above (lda >= Kp), values in [-127, 127]; b: [N, K] (ldb >= K), values in [-127, 127].
+  // a: panel as above (lda >= Kp), values in [-127, 127]; b: [N, K] (ldb >= K), values in [-127,
+  // 127].
   void (*gemm_s8)(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int32_t* c,
                   int64_t ldc, int64_t M, int64_t N, int64_t K);
   // c[m, n] = sum_k x[m, k] * float(w[n, k]) in fp32 (any summation order).

@@ -43,17 +43,17 @@ qk_status check_linear(const char* fn, const void* x, qk_dtype x_dtype, int64_t 
   QK_TRY(check_size(fn, "N", N));
   QK_TRY(check_size(fn, "K", K));
   if (K > int8::kMaxK)
-    return fail(QK_ERR_INVALID_ARGUMENT, std::string(fn) + ": K: expected <= " +
-                                             std::to_string(int8::kMaxK) + ", got " +
-                                             std::to_string(K));
+    return fail(QK_ERR_INVALID_ARGUMENT, std::string(fn) +
+                                             ": K: expected <= " + std::to_string(int8::kMaxK) +
+                                             ", got " + std::to_string(K));
   QK_TRY(check_dtype(fn, "x_dtype", x_dtype));
   QK_TRY(check_matrix(fn, "x", x, M, K, ldx));
   QK_TRY(check_matrix(fn, "w", w, N, K, std::max<int64_t>(K, 1)));
   QK_TRY(check_matrix(fn, "y", y, M, N, ldy));
   if (w_scale == nullptr && N > 0)
-    return fail(QK_ERR_INVALID_ARGUMENT,
-                std::string(fn) + ": w_scale: expected a non-NULL pointer to " +
-                    std::to_string(N) + " floats, got NULL");
+    return fail(QK_ERR_INVALID_ARGUMENT, std::string(fn) +
+                                             ": w_scale: expected a non-NULL pointer to " +
+                                             std::to_string(N) + " floats, got NULL");
   return QK_OK;
 }
 
@@ -103,8 +103,10 @@ qk_status quantize_int8(const void* w, qk_dtype w_dtype, int64_t rows, int64_t c
     });
     for (int64_t r = 0; r < rows; ++r)
       if (std::isnan(scales[r]))
-        return fail(QK_ERR_INVALID_ARGUMENT, std::string(fn) + ": w: expected finite values, got "
-                                                 "NaN or Inf in row " + std::to_string(r));
+        return fail(QK_ERR_INVALID_ARGUMENT, std::string(fn) +
+                                                 ": w: expected finite values, got "
+                                                 "NaN or Inf in row " +
+                                                 std::to_string(r));
     return ok();
   });
 }
@@ -117,9 +119,9 @@ qk_status matmul_int8(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb
   QK_TRY(check_size(fn, "N", N));
   QK_TRY(check_size(fn, "K", K));
   if (K > int8::kMaxK)
-    return fail(QK_ERR_INVALID_ARGUMENT, std::string(fn) + ": K: expected <= " +
-                                             std::to_string(int8::kMaxK) + ", got " +
-                                             std::to_string(K));
+    return fail(QK_ERR_INVALID_ARGUMENT, std::string(fn) +
+                                             ": K: expected <= " + std::to_string(int8::kMaxK) +
+                                             ", got " + std::to_string(K));
   QK_TRY(check_matrix(fn, "a", a, M, K, lda));
   QK_TRY(check_matrix(fn, "b", b, N, K, ldb));
   QK_TRY(check_matrix(fn, "c", c, M, N, ldc));
@@ -132,9 +134,9 @@ qk_status matmul_int8(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb
   };
   for (auto [p, rows, ld, name] : {std::tuple{a, M, lda, "a"}, std::tuple{b, N, ldb, "b"}})
     if (int64_t r = find_min(p, rows, ld); r >= 0)
-      return fail(QK_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + name +
-                                               ": expected values in [-127, 127], got -128 in row " +
-                                               std::to_string(r));
+      return fail(QK_ERR_INVALID_ARGUMENT,
+                  std::string(fn) + ": " + name +
+                      ": expected values in [-127, 127], got -128 in row " + std::to_string(r));
   return guarded(fn, [&]() -> qk_status {
     if (M == 0 || N == 0) return ok();
     const KernelTable& k = active_kernels();
@@ -155,8 +157,8 @@ qk_status matmul_int8(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb
 }
 
 qk_status linear_int8_w8a8(const void* x, qk_dtype x_dtype, int64_t ldx, const int8_t* w,
-                           const float* w_scale, const float* bias, void* y, int64_t ldy,
-                           int64_t M, int64_t N, int64_t K, int threads) {
+                           const float* w_scale, const float* bias, void* y, int64_t ldy, int64_t M,
+                           int64_t N, int64_t K, int threads) {
   const char* fn = "qk_linear_int8_w8a8";
   QK_TRY(check_linear(fn, x, x_dtype, ldx, w, w_scale, y, ldy, M, N, K));
   return guarded(fn, [&]() -> qk_status {
@@ -190,9 +192,9 @@ qk_status linear_int8_w8a8(const void* x, qk_dtype x_dtype, int64_t ldx, const i
           if (bias != nullptr) v = v + bias[n0 + j];
           out[j] = v;
         }
-        store_row_f32(out.data(), nb,
-                      x_dtype, static_cast<char*>(row_ptr(y, x_dtype, ldy, m0 + i)) +
-                                   n0 * dtype_size(x_dtype));
+        store_row_f32(
+            out.data(), nb, x_dtype,
+            static_cast<char*>(row_ptr(y, x_dtype, ldy, m0 + i)) + n0 * dtype_size(x_dtype));
       }
     });
     return ok();
@@ -214,8 +216,8 @@ qk_status linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx, const 
     std::unique_ptr<float[], AlignedFree> staged;
     if (x_dtype != QK_F32) {
       staged = aligned_buffer<float>(M * std::max<int64_t>(K, 1));
-      for (int64_t r = 0; r < M; ++r) load_row_f32(row_ptr(x, x_dtype, ldx, r), x_dtype, K,
-                                                   staged.get() + r * K);
+      for (int64_t r = 0; r < M; ++r)
+        load_row_f32(row_ptr(x, x_dtype, ldx, r), x_dtype, K, staged.get() + r * K);
       xf = staged.get();
       ldxf = std::max<int64_t>(K, 1);
     }
@@ -232,9 +234,9 @@ qk_status linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx, const 
           if (bias != nullptr) v = v + bias[n0 + j];
           row[j] = v;
         }
-        store_row_f32(row, nb, x_dtype,
-                      static_cast<char*>(row_ptr(y, x_dtype, ldy, m0 + i)) +
-                          n0 * dtype_size(x_dtype));
+        store_row_f32(
+            row, nb, x_dtype,
+            static_cast<char*>(row_ptr(y, x_dtype, ldy, m0 + i)) + n0 * dtype_size(x_dtype));
       }
     });
     return ok();

@@ -13,8 +13,8 @@ qk_status quantize_int8(const void* w, qk_dtype w_dtype, int64_t rows, int64_t c
 qk_status matmul_int8(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int32_t* c,
                       int64_t ldc, int64_t M, int64_t N, int64_t K, int threads);
 qk_status linear_int8_w8a8(const void* x, qk_dtype x_dtype, int64_t ldx, const int8_t* w,
-                           const float* w_scale, const float* bias, void* y, int64_t ldy,
-                           int64_t M, int64_t N, int64_t K, int threads);
+                           const float* w_scale, const float* bias, void* y, int64_t ldy, int64_t M,
+                           int64_t N, int64_t K, int threads);
 qk_status linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx, const int8_t* w,
                             const float* w_scale, const float* bias, void* y, int64_t ldy,
                             int64_t M, int64_t N, int64_t K, int threads);

@@ -16,8 +16,8 @@ qk_status ok();
 
 // Returns QK_ERR_INVALID_ARGUMENT from the enclosing function when cond is false. The message
 // names the function, the argument expression and the values seen.
-#define QK_CHECK_ARG(cond, ...)                                                      \
-  do {                                                                               \
-    if (!(cond)) return ::qk::fail(QK_ERR_INVALID_ARGUMENT, std::string(__func__) + \
-                                                             ": " + (__VA_ARGS__));  \
+#define QK_CHECK_ARG(cond, ...)                                                                 \
+  do {                                                                                          \
+    if (!(cond))                                                                                \
+      return ::qk::fail(QK_ERR_INVALID_ARGUMENT, std::string(__func__) + ": " + (__VA_ARGS__)); \
   } while (0)

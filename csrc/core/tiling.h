@@ -9,7 +9,7 @@
 namespace qk {
 
 struct Tiling {
-  int64_t mb, nb;          // block sizes
+  int64_t mb, nb;  // block sizes
   int64_t m_blocks, n_blocks;
   int64_t tasks() const { return m_blocks * n_blocks; }
   // Consecutive tasks walk down M within one block of weight rows, so that block stays in cache.

@@ -50,8 +50,8 @@ typedef enum qk_dtype { QK_F32 = 0, QK_BF16 = 1, QK_F16 = 2 } qk_dtype;
 
 /* ---- library state ---------------------------------------------------------------------- */
 
-QK_API const char* qk_version(void);           /* "MAJOR.MINOR.PATCH" */
-QK_API const char* qk_last_error(void);        /* this thread's last message, "" if none */
+QK_API const char* qk_version(void);            /* "MAJOR.MINOR.PATCH" */
+QK_API const char* qk_last_error(void);         /* this thread's last message, "" if none */
 QK_API const char* qk_status_name(qk_status s); /* "QK_OK", ... */
 
 QK_API const char* qk_isa_name(qk_isa isa); /* "generic", "avx2", ...; NULL if out of range */
@@ -97,9 +97,9 @@ QK_API qk_status qk_linear_int8_w8a8(const void* x, qk_dtype x_dtype, int64_t ld
 /* W8A16: y[M, N] = x x (w * w_scale)^T + bias with float activations; the weights are converted to
  * fp32 in registers (never materialised) and accumulated in fp32. Same arguments as above;
  * NaN/Inf propagate as IEEE arithmetic does. */
-QK_API qk_status qk_linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx,
-                                      const int8_t* w, const float* w_scale, const float* bias,
-                                      void* y, int64_t ldy, int64_t M, int64_t N, int64_t K);
+QK_API qk_status qk_linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx, const int8_t* w,
+                                      const float* w_scale, const float* bias, void* y, int64_t ldy,
+                                      int64_t M, int64_t N, int64_t K);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -100,7 +100,7 @@ struct S8Tile {
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
     const int8_t* ap = a + m * lda;
     const int8_t* bp = b + n * ldb;
-    auto step = [&](const __m256i (&bv)[NR], int64_t k) {
+    auto step = [&](const __m256i(&bv)[NR], int64_t k) {
       for (int i = 0; i < MR; ++i) {
         // The panel is zero-padded to kPanelAlign, so whole-vector loads of a are in bounds.
         const __m256i av = _mm256_load_si256(reinterpret_cast<const __m256i*>(ap + i * lda + k));
@@ -175,8 +175,8 @@ struct F32S8Tile {
         wv[j] = widen8(buf);
       }
       // maskload reads only the lanes below r: no access past the end of the x row.
-      const __m256i mask =
-          _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r)),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
       for (int i = 0; i < MR; ++i) {
         const __m256 xv = _mm256_maskload_ps(xp + i * ldx + k, mask);
         for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);

@@ -12,7 +12,9 @@
 namespace qk {
 namespace {
 
-inline __mmask64 tail_mask64(int64_t r) { return r >= 64 ? ~__mmask64{0} : ((__mmask64{1} << r) - 1); }
+inline __mmask64 tail_mask64(int64_t r) {
+  return r >= 64 ? ~__mmask64{0} : ((__mmask64{1} << r) - 1);
+}
 
 struct VnniTile {
   const int8_t* a;

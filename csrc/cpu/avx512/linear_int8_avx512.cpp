@@ -6,20 +6,23 @@
 // gemm_f32_s8: int8 -> fp32 widening in registers, FMA in fp32.
 // K tails use masked loads, which never touch memory outside the mask.
 // Tiles: 2 x 8 (int8) and 4 x 4 (fp32) register blocks, 1-wide for the edges.
+#include "cpu/avx512/linear_int8_avx512.h"
+
 #include <immintrin.h>
 
 #include <cmath>
 #include <cstring>
 
 #include "core/kernels.h"
-#include "cpu/avx512/linear_int8_avx512.h"
 #include "cpu/tile_loop.h"
 #include "formats/int8.h"
 
 namespace qk {
 namespace {
 
-inline __mmask64 tail_mask64(int64_t r) { return r >= 64 ? ~__mmask64{0} : ((__mmask64{1} << r) - 1); }
+inline __mmask64 tail_mask64(int64_t r) {
+  return r >= 64 ? ~__mmask64{0} : ((__mmask64{1} << r) - 1);
+}
 inline __mmask16 tail_mask16(int64_t r) {
   return r >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << r) - 1);
 }
@@ -80,7 +83,8 @@ struct S8Tile {
         const __mmask64 neg = _mm512_movepi8_mask(av);
         for (int j = 0; j < NR; ++j) {
           const __m512i sb = _mm512_mask_sub_epi8(bv[j], neg, zero, bv[j]);
-          acc[i][j] = _mm512_add_epi32(acc[i][j], _mm512_madd_epi16(_mm512_maddubs_epi16(aa, sb), ones));
+          acc[i][j] =
+              _mm512_add_epi32(acc[i][j], _mm512_madd_epi16(_mm512_maddubs_epi16(aa, sb), ones));
         }
       }
     }
@@ -117,7 +121,8 @@ struct F32S8Tile {
       const __mmask16 km = tail_mask16(K - k);
       __m512 wv[NR];
       for (int j = 0; j < NR; ++j)
-        wv[j] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(km, wp + j * ldw + k)));
+        wv[j] =
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(km, wp + j * ldw + k)));
       for (int i = 0; i < MR; ++i) {
         const __m512 xv = _mm512_maskz_loadu_ps(km, xp + i * ldx + k);
         for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
