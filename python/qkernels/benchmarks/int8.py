@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -125,7 +126,7 @@ def _parse_methods(text: str) -> list[str]:
     return names
 
 
-def _bench_method(method: Method, src: Source, args: argparse.Namespace, peaks: rl.Peaks) -> list[dict]:
+def _bench_method(method: Method, src: Source, args: argparse.Namespace) -> list[dict]:
     nbytes = method.weight_bytes(src.n, src.k)
     pool = rl.build_pool(lambda: method.build(src), nbytes, args.pool_mib * rl.MIB)
     gen = torch.Generator().manual_seed(args.seed + 1)
@@ -133,7 +134,6 @@ def _bench_method(method: Method, src: Source, args: argparse.Namespace, peaks: 
     for m in args.batches:
         x = torch.randn(m, src.k, generator=gen).to(method.x_dtype)
         timing = rl.time_calls(lambda i, x=x: pool[i % len(pool)](x), rl.timing_opts(args))
-        ops_count = 2 * m * src.n * src.k
         rows.append(
             {
                 "shape": f"{src.n}x{src.k}",
@@ -141,7 +141,10 @@ def _bench_method(method: Method, src: Source, args: argparse.Namespace, peaks: 
                 "K": src.k,
                 "M": m,
                 "method": method.name,
-                **rl.row_metrics(timing.median_s, nbytes, ops_count, method.peak, peaks),
+                "us": timing.median_s * 1e6,
+                "weight_bytes": nbytes,
+                "ops": 2 * m * src.n * src.k,
+                "peak": method.peak,
                 "reps": timing.reps,
                 "pool_copies": len(pool),
             }
@@ -238,24 +241,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> list[dict]:
-    """Measures the peaks and every (shape, method, batch); prints the tables; returns the rows."""
-    machine = rl.machine_info()
-    peaks = rl.measure_peaks(args)
-    machine |= rl.peaks_info(peaks, bandwidth_overridden=bool(args.bandwidth))
-    rl.print_peaks(machine)
+def _measure_rows(args: argparse.Namespace) -> list[dict]:
     rows: list[dict] = []
     with torch.inference_mode():
         for n, k in args.shapes:
             src = Source(n, k, args.seed)
             for name in args.methods:
-                rows += _bench_method(METHODS[name], src, args, peaks)
+                # Progress on stderr: the tables only come at the end, minutes later.
+                print(f"# measuring {n}x{k} {name}", file=sys.stderr, flush=True)
+                rows += _bench_method(METHODS[name], src, args)
                 rl.free_memory()
             del src  # before the next shape's weights are made
     order = {name: i for i, name in enumerate(args.methods)}
     rows.sort(key=lambda r: (args.shapes.index((r["N"], r["K"])), r["M"], order[r["method"]]))
+    return rows
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Measures the peaks, every (shape, method, batch), then the peaks again (see
+    :meth:`.roofline.Peaks.best_of`); prints the tables and the summary; returns the rows."""
+    machine = rl.machine_info()
+    before = rl.measure_peaks(args)
+    rows = _measure_rows(args)
+    peaks = before.best_of(rl.measure_peaks(args))
+    machine |= rl.peaks_info(peaks)
+    rl.add_metrics(rows, peaks)
     rl.add_speedups(rows, BASELINES)
     _flag_slow(rows)
+    rl.print_peaks(machine)
     _print_tables(rows, args.pool_mib)
     _print_summary(rows)
     if args.json:

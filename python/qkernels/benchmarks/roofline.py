@@ -15,7 +15,7 @@ Weight pool
     call therefore reads weights that the previous P - 1 calls have evicted from the last-level cache:
     what a decoder layer sees, where each weight matrix is used once per token.
 
-Machine peaks (:func:`measure_peaks`, once per run, same threads as the rows)
+Machine peaks (:func:`measure_peaks`, before and after the rows, with the rows' threads)
     * bandwidth: the best of a ``sum`` and an ``amax`` over a float32 tensor of ``--stream-mib``
       (1 GiB) — a pure streaming read; ``--bandwidth GBPS`` overrides it.
     * fp32: the best ``torch.mm`` over squares of ``--peak-gemms`` sizes (512, 1024, 2048: compute
@@ -24,7 +24,8 @@ Machine peaks (:func:`measure_peaks`, once per run, same threads as the rows)
     * int8: the best of the int8 GEMMs this run has, qkernels ``matmul_int8`` and fbgemm through
       ``torch.ao`` ``quantize_dynamic``, on the same squares. 100 % of it means "as fast as the best
       int8 GEMM measured on this machine", not the silicon limit.
-    Each peak is the best (not median) call, since a peak is a ceiling.
+    Each measurement keeps its best call (a peak is a ceiling) and the better of its two runs,
+    before and after the rows, so that a neighbour busy during one of them does not lower it.
 
 Rows
     GB/s is weight bytes / time (the bytes a decode step must stream; activations are < 1 % of them
@@ -44,7 +45,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -144,16 +145,34 @@ def quantize_dynamic_linear(weight: Tensor) -> nn.Module:
 
 @dataclass
 class Peaks:
-    bandwidth_gbps: float
-    compute: dict[str, float]  # "fp32": GFLOP/s, "int8": GOPS
-    detail: dict[str, float] = field(default_factory=dict)  # every measurement behind a peak
+    """Each peak is the best of the measurements behind it, which are kept by name."""
+
+    bandwidth: dict[str, float]  # GB/s; empty when --bandwidth gave the value
+    compute: dict[str, dict[str, float]]  # "fp32": GFLOP/s, "int8": GOPS
+    bandwidth_override: float | None = None
+
+    @property
+    def bandwidth_gbps(self) -> float:
+        return self.bandwidth_override or max(self.bandwidth.values())
+
+    def peak(self, kind: str) -> float:
+        return max(self.compute[kind].values())
 
     def roofline_s(self, nbytes: float, ops: float, kind: str) -> float:
-        return max(nbytes / (self.bandwidth_gbps * 1e9), ops / (self.compute[kind] * 1e9))
+        return max(nbytes / (self.bandwidth_gbps * 1e9), ops / (self.peak(kind) * 1e9))
 
     def bound(self, nbytes: float, ops: float, kind: str) -> str:
-        memory = nbytes / self.bandwidth_gbps >= ops / self.compute[kind]
-        return "mem" if memory else kind
+        return "mem" if nbytes / self.bandwidth_gbps >= ops / self.peak(kind) else kind
+
+    def best_of(self, other: Peaks) -> Peaks:
+        """Keeps the better value of every measurement: a neighbour that slowed one down is less
+        likely to have been busy during both."""
+
+        def best(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+            return {k: max(a[k], b.get(k, 0.0)) for k in a}
+
+        compute = {kind: best(rates, other.compute[kind]) for kind, rates in self.compute.items()}
+        return Peaks(best(self.bandwidth, other.bandwidth), compute, self.bandwidth_override)
 
 
 def _best_rate(work: float, fn: Callable[[], object], opts: TimingOpts) -> float:
@@ -166,15 +185,15 @@ def measure_bandwidth(mib: int, opts: TimingOpts) -> dict[str, float]:
     t = torch.ones(mib * MIB // 4)
     nbytes = t.numel() * 4
     return {
-        f"GB/s     sum over {mib} MiB float32": _best_rate(nbytes, t.sum, opts),
-        f"GB/s     amax over {mib} MiB float32": _best_rate(nbytes, t.amax, opts),
+        f"sum over {mib} MiB float32 (GB/s)": _best_rate(nbytes, t.sum, opts),
+        f"amax over {mib} MiB float32 (GB/s)": _best_rate(nbytes, t.amax, opts),
     }
 
 
 def measure_fp32(n: int, opts: TimingOpts) -> dict[str, float]:
     a, b = torch.randn(n, n), torch.randn(n, n)
     c = torch.empty(n, n)
-    return {f"GFLOP/s  torch.mm fp32 {n}^3": _best_rate(2 * n**3, lambda: torch.mm(a, b, out=c), opts)}
+    return {f"torch.mm fp32 {n}^3 (GFLOP/s)": _best_rate(2 * n**3, lambda: torch.mm(a, b, out=c), opts)}
 
 
 def measure_int8(n: int, opts: TimingOpts) -> dict[str, float]:
@@ -183,10 +202,10 @@ def measure_int8(n: int, opts: TimingOpts) -> dict[str, float]:
     qdyn = quantize_dynamic_linear(torch.randn(n, n))
     x = torch.randn(n, n)
     return {
-        f"GOPS     qkernels matmul_int8 {n}^3": _best_rate(
+        f"qkernels matmul_int8 {n}^3 (GOPS)": _best_rate(
             2 * n**3, lambda: torch.ops.qkernels.matmul_int8(a, b), opts
         ),
-        f"GOPS     quantize_dynamic int8 {n}^3": _best_rate(2 * n**3, lambda: qdyn(x), opts),
+        f"quantize_dynamic int8 {n}^3 (GOPS)": _best_rate(2 * n**3, lambda: qdyn(x), opts),
     }
 
 
@@ -194,14 +213,12 @@ def measure_peaks(args: argparse.Namespace) -> Peaks:
     """The three peaks, each timed like a row (``--min-time``, ``--warmup``) with 3 to 50 calls."""
     opts = TimingOpts(min_reps=SLOW_REPS, min_time=args.min_time, max_reps=50, warmup=args.warmup)
     with torch.inference_mode():
-        detail = {} if args.bandwidth else measure_bandwidth(args.stream_mib, opts)
+        bandwidth = {} if args.bandwidth else measure_bandwidth(args.stream_mib, opts)
         # The size a GEMM likes best differs by library (on a 2-core EPYC: fp32 512, int8 2048).
         fp32 = {k: v for n in args.peak_gemms for k, v in measure_fp32(n, opts).items()}
         int8 = {k: v for n in args.peak_gemms for k, v in measure_int8(n, opts).items()}
-    bandwidth = args.bandwidth or max(detail.values())
-    detail.update(fp32 | int8)
     free_memory()
-    return Peaks(bandwidth, {"fp32": max(fp32.values()), "int8": max(int8.values())}, detail)
+    return Peaks(bandwidth, {"fp32": fp32, "int8": int8}, args.bandwidth)
 
 
 def _cpu_model() -> str:
@@ -231,13 +248,13 @@ def machine_info() -> dict:
     }
 
 
-def peaks_info(peaks: Peaks, bandwidth_overridden: bool) -> dict:
+def peaks_info(peaks: Peaks) -> dict:
     return {
         "bandwidth_gbps": peaks.bandwidth_gbps,
-        "bandwidth_source": "--bandwidth" if bandwidth_overridden else "measured",
-        "fp32_gflops": peaks.compute["fp32"],
-        "int8_gops": peaks.compute["int8"],
-        "peak_detail": peaks.detail,
+        "bandwidth_source": "--bandwidth" if peaks.bandwidth_override else "measured",
+        "fp32_gflops": peaks.peak("fp32"),
+        "int8_gops": peaks.peak("int8"),
+        "peak_detail": peaks.bandwidth | peaks.compute["fp32"] | peaks.compute["int8"],
     }
 
 
@@ -252,21 +269,21 @@ def print_peaks(machine: dict) -> None:
         f"fp32 peak {machine['fp32_gflops']:.1f} GFLOP/s, int8 peak {machine['int8_gops']:.1f} GOPS"
     )
     for name, rate in machine["peak_detail"].items():
-        print(f"#   {rate:7.1f} {name}")
+        print(f"#   {rate:7.1f}  {name}")
 
 
 # ---- rows -----------------------------------------------------------------------------------------
 
 
-def row_metrics(seconds: float, weight_bytes: int, ops: float, kind: str, peaks: Peaks) -> dict:
-    """The roofline columns of one measured call."""
-    return {
-        "us": seconds * 1e6,
-        "gbps": weight_bytes / seconds / 1e9,
-        "gflops": ops / seconds / 1e9,
-        "pct_roofline": 100 * peaks.roofline_s(weight_bytes, ops, kind) / seconds,
-        "bound": peaks.bound(weight_bytes, ops, kind),
-    }
+def add_metrics(rows: list[dict], peaks: Peaks) -> None:
+    """Adds the roofline columns to rows that hold ``us``, ``weight_bytes``, ``ops`` and ``peak``
+    (the compute peak that matches the method's arithmetic)."""
+    for r in rows:
+        seconds = r["us"] * 1e-6
+        r["gbps"] = r["weight_bytes"] / seconds / 1e9
+        r["gflops"] = r["ops"] / seconds / 1e9
+        r["pct_roofline"] = 100 * peaks.roofline_s(r["weight_bytes"], r["ops"], r["peak"]) / seconds
+        r["bound"] = peaks.bound(r["weight_bytes"], r["ops"], r["peak"])
 
 
 def add_speedups(rows: list[dict], baselines: Sequence[str]) -> None:
