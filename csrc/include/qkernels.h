@@ -28,7 +28,17 @@ extern "C" {
 #define QK_VERSION_MINOR 1
 #define QK_VERSION_PATCH 0
 
-typedef enum qk_status {
+/* In C++ (the library's side) the enums below have int as their fixed underlying type, so any int
+ * that a C caller passes is a valid value for the argument checks to reject. Without it, a value
+ * outside the enumerators' range (e.g. (qk_dtype)-1) is undefined behaviour in C++ before any
+ * check runs (UBSan aborts on it). Same size and calling convention as the C enum. */
+#ifdef __cplusplus
+#define QK_ENUM_INT : int
+#else
+#define QK_ENUM_INT
+#endif
+
+typedef enum qk_status QK_ENUM_INT {
   QK_OK = 0,
   QK_ERR_INVALID_ARGUMENT = 1, /* a NULL pointer, a negative size, a too-small stride, ... */
   QK_ERR_UNSUPPORTED = 2,      /* e.g. forcing an ISA this CPU cannot run */
@@ -37,7 +47,7 @@ typedef enum qk_status {
 } qk_status;
 
 /* Instruction-set paths of the CPU kernels. */
-typedef enum qk_isa {
+typedef enum qk_isa QK_ENUM_INT {
   QK_ISA_GENERIC = 0, /* scalar C++; the ground truth every other path is tested against */
   QK_ISA_AVX2 = 1,    /* AVX2 + FMA */
   QK_ISA_AVX512 = 2,  /* AVX-512 F/BW/VL, using VNNI when the CPU has it */
@@ -46,7 +56,7 @@ typedef enum qk_isa {
 } qk_isa;
 
 /* Element types of float activations and outputs. */
-typedef enum qk_dtype { QK_F32 = 0, QK_BF16 = 1, QK_F16 = 2 } qk_dtype;
+typedef enum qk_dtype QK_ENUM_INT { QK_F32 = 0, QK_BF16 = 1, QK_F16 = 2 } qk_dtype;
 
 /* ---- library state ---------------------------------------------------------------------- */
 
