@@ -53,7 +53,13 @@ PYBIND11_MODULE(_C, m) {
   // ---- library state
   m.def("version", &qk_version);
   m.def("isa_count", [] { return static_cast<int>(QK_ISA_COUNT); });
-  m.def("isa_name", [](int i) { return std::string(qk_isa_name(static_cast<qk_isa>(i))); });
+  m.def("isa_name", [](int i) {
+    const char* name = qk_isa_name(static_cast<qk_isa>(i));
+    if (name == nullptr)
+      throw py::value_error("isa_name: i: expected 0.." + std::to_string(QK_ISA_COUNT - 1) +
+                            ", got " + std::to_string(i));
+    return std::string(name);
+  });
   m.def("isa_available", [](int i) { return qk_isa_available(static_cast<qk_isa>(i)) != 0; });
   m.def("isa_active", [] { return static_cast<int>(qk_isa_active()); });
   m.def("set_isa", [](int i) { raise_if_failed(qk_set_isa(static_cast<qk_isa>(i))); });

@@ -113,7 +113,9 @@ const char* qk_isa_name(qk_isa isa) {
 }
 
 int qk_isa_available(qk_isa isa) {
-  return qk::table_for(isa) != nullptr && qk::cpu_supports(isa) ? 1 : 0;
+  // The CPU check comes first: a table accessor lives in a translation unit compiled for its ISA,
+  // so calling it on a CPU without that ISA could already execute an illegal instruction.
+  return qk::cpu_supports(isa) && qk::table_for(isa) != nullptr ? 1 : 0;
 }
 
 qk_isa qk_isa_active(void) {

@@ -24,7 +24,7 @@ static_assert(kMaxK * kQMax * kQMax < (int64_t{1} << 31), "int32 accumulator mus
 static_assert(sizeof(int8_t) == 1, "one weight per byte");
 
 // scale = absmax / 127, or 1 when that is 0: an all-zero row (any positive scale reproduces zeros
-// exactly) or one so tiny (absmax < 127 * 2^-149) that the division underflows.
+// exactly) or one so tiny (absmax < 63.5 * 2^-149, about 8.9e-44) that the division underflows.
 QK_HD inline float scale_from_absmax(float absmax) {
   const float s = absmax / static_cast<float>(kQMax);
   return s > 0.0f ? s : 1.0f;

@@ -94,11 +94,11 @@ QK_API qk_status qk_matmul_int8(const int8_t* a, int64_t lda, const int8_t* b, i
 
 /* W8A8 dynamic: y[M, N] = dequant(quant(x)) x dequant(w)^T + bias.
  *   x:       [M, K] activations, dtype x_dtype, leading dimension ldx
- *   w:       [N, K] int8 weights in [-127, 127], dense
- *   w_scale: [N] fp32 per-output-channel scales (> 0)
- *   bias:    [N] fp32 or NULL
- *   y:       [M, N] outputs, dtype x_dtype, leading dimension ldy
- * Each row of x is quantized per token with the rule above; the int32 accumulation is exact and
+ *   w:       [N, K] int8 weights in [-127, 127], dense. The range is a precondition, not checked
+ * per call (a scan would double the memory traffic at batch 1): -128 gives wrong values, never an
+ * out-of-bounds access. qk_quantize_int8 never produces it. w_scale: [N] fp32 per-output-channel
+ * scales (> 0) bias:    [N] fp32 or NULL y:       [M, N] outputs, dtype x_dtype, leading dimension
+ * ldy Each row of x is quantized per token with the rule above; the int32 accumulation is exact and
  * the epilogue is y = float(acc) * (x_scale[m] * w_scale[n]) + bias[n] in fp32, without FMA.
  * A row of x holding NaN or Inf gives a row of NaN. K <= 2^17. */
 QK_API qk_status qk_linear_int8_w8a8(const void* x, qk_dtype x_dtype, int64_t ldx, const int8_t* w,
