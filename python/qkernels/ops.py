@@ -5,6 +5,8 @@ the PyTorch oracles in :mod:`qkernels.reference`."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -160,35 +162,30 @@ def _linear(op: str, kernel, fallback, x, weight, weight_scale, bias) -> Tensor:
     return y.reshape(*x.shape[:-1], n)
 
 
+# Eager entry points: the same work without the custom-op dispatcher, which costs tens of
+# microseconds per call (more than the kernel itself on small layers). The modules use these
+# outside torch.compile; everything else should use the torch.ops.qkernels ops below.
+linear_int8_w8a8_eager = functools.partial(
+    _linear, "linear_int8_w8a8", _C.linear_int8_w8a8, reference.linear_int8_w8a8
+)
+linear_int8_w8a16_eager = functools.partial(
+    _linear, "linear_int8_w8a16", _C.linear_int8_w8a16, reference.linear_int8_w8a16
+)
+
+
 @torch.library.custom_op("qkernels::linear_int8_w8a8", mutates_args=())
 def linear_int8_w8a8(x: Tensor, weight: Tensor, weight_scale: Tensor, bias: Tensor | None) -> Tensor:
     """W8A8 dynamic: per-token int8 activations, exact int32 accumulation, fp32 epilogue.
     ``x [..., K] float32/bfloat16/float16 -> [..., N]`` in x's dtype. Rows of x with NaN/Inf give
     rows of NaN."""
-    return _linear(
-        "linear_int8_w8a8",
-        _C.linear_int8_w8a8,
-        reference.linear_int8_w8a8,
-        x,
-        weight,
-        weight_scale,
-        bias,
-    )
+    return linear_int8_w8a8_eager(x, weight, weight_scale, bias)
 
 
 @torch.library.custom_op("qkernels::linear_int8_w8a16", mutates_args=())
 def linear_int8_w8a16(x: Tensor, weight: Tensor, weight_scale: Tensor, bias: Tensor | None) -> Tensor:
     """W8A16: float activations times int8 weights dequantized in registers, fp32 accumulation.
     ``x [..., K] float32/bfloat16/float16 -> [..., N]`` in x's dtype."""
-    return _linear(
-        "linear_int8_w8a16",
-        _C.linear_int8_w8a16,
-        reference.linear_int8_w8a16,
-        x,
-        weight,
-        weight_scale,
-        bias,
-    )
+    return linear_int8_w8a16_eager(x, weight, weight_scale, bias)
 
 
 def _linear_fake(op: str):

@@ -58,7 +58,12 @@ class Int8Linear(nn.Module):
         return mod.to(linear.weight.device)
 
     def forward(self, x: Tensor) -> Tensor:
-        op = ops.linear_int8_w8a16 if self.weight_only else ops.linear_int8_w8a8
+        # Inference only: no autograd. torch.compile traces the registered op; eager calls skip the
+        # dispatcher (see ops.linear_int8_w8a8_eager).
+        if torch.compiler.is_compiling():
+            op = ops.linear_int8_w8a16 if self.weight_only else ops.linear_int8_w8a8
+        else:
+            op = ops.linear_int8_w8a16_eager if self.weight_only else ops.linear_int8_w8a8_eager
         return op(x, self.weight, self.weight_scale, self.bias)
 
     def dequantize(self) -> Tensor:
