@@ -30,14 +30,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the build, CPU paths and threads as JSON").set_defaults(fn=_info)
-    p = sub.add_parser("bench", help="roofline benchmark of one format (see `qkernels bench int8 -h`)")
+    p = sub.add_parser(
+        "bench", add_help=False, help="roofline benchmark of one format (see `qkernels bench int8 -h`)"
+    )
     p.add_argument("format", choices=["int8"])
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")
     p.set_defaults(fn=_bench)
-    p = sub.add_parser("demo", help="quantize real models with every format and print the tables")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the demo")
+    p = sub.add_parser(
+        "demo", add_help=False, help="quantize real models with every format and print the tables"
+    )
     p.set_defaults(fn=_demo)
-    args = parser.parse_args(argv)
+    # Options after `bench FORMAT` and `demo` belong to those programs, which parse them themselves
+    # (and answer -h with their own help).
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "info" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     return args.fn(args)
 
 
