@@ -1,9 +1,8 @@
 // Internal kernel interface: one table of function pointers per ISA path, chosen at runtime.
 //
 // A kernel computes a block of the output with the whole K reduction; the drivers in
-// csrc/core/ split the work across threads and apply epilogues. Kernels never throw and never read
-// past the ranges given by their arguments; the only memory they allocate is per-thread scratch,
-// once per thread.
+// csrc/core/ split the work across threads and apply epilogues. Kernels never allocate, never
+// throw, and never read past the ranges given by their arguments.
 #pragma once
 
 #include <cstdint>

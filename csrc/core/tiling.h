@@ -17,18 +17,18 @@ struct Tiling {
   int64_t n0(int64_t t) const { return (t / m_blocks) * nb; }
 };
 
-// At large batch: up to 128 activation rows against weight blocks of about 512 KiB of int8 (the
-// kernels re-read a block once per k panel, so it should sit in L2). At small batch (memory
-// bound): enough weight blocks for every thread to get several.
+// At large batch: up to 64 activation rows against weight blocks of about 256 KiB (a quarter of
+// the per-core L2 of current x86 parts; measured best of 64/128 rows and 256/512 KiB). At small
+// batch (memory bound): enough weight blocks for every thread to get several.
 inline Tiling make_tiling(int64_t M, int64_t N, int64_t K, int threads) {
   Tiling t{};
-  t.mb = std::min<int64_t>(std::max<int64_t>(M, 1), 128);
+  t.mb = std::min<int64_t>(std::max<int64_t>(M, 1), 64);
   int64_t nb;
   if (M <= 4) {
     nb = round_up(std::max<int64_t>(N / (int64_t{threads} * 8), 1), 16);
     nb = std::clamp<int64_t>(nb, 16, 512);
   } else {
-    nb = round_up(std::max<int64_t>((int64_t{512} << 10) / std::max<int64_t>(K, 1), 1), 16);
+    nb = round_up(std::max<int64_t>((int64_t{256} << 10) / std::max<int64_t>(K, 1), 1), 16);
     nb = std::clamp<int64_t>(nb, 16, 256);
   }
   t.nb = nb;
