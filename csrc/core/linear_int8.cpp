@@ -34,10 +34,8 @@ qk_status check_runtime(const char* fn) {
   return QK_OK;
 }
 
-// Checks shared by both linear ops.
-qk_status check_linear(const char* fn, const void* x, qk_dtype x_dtype, int64_t ldx,
-                       const int8_t* w, const float* w_scale, void* y, int64_t ldy, int64_t M,
-                       int64_t N, int64_t K) {
+// The ISA override, the sizes, and the K bound of the int32 accumulator.
+qk_status check_gemm_sizes(const char* fn, int64_t M, int64_t N, int64_t K) {
   QK_TRY(check_runtime(fn));
   QK_TRY(check_size(fn, "M", M));
   QK_TRY(check_size(fn, "N", N));
@@ -46,6 +44,14 @@ qk_status check_linear(const char* fn, const void* x, qk_dtype x_dtype, int64_t 
     return fail(QK_ERR_INVALID_ARGUMENT, std::string(fn) +
                                              ": K: expected <= " + std::to_string(int8::kMaxK) +
                                              ", got " + std::to_string(K));
+  return QK_OK;
+}
+
+// Checks shared by both linear ops.
+qk_status check_linear(const char* fn, const void* x, qk_dtype x_dtype, int64_t ldx,
+                       const int8_t* w, const float* w_scale, void* y, int64_t ldy, int64_t M,
+                       int64_t N, int64_t K) {
+  QK_TRY(check_gemm_sizes(fn, M, N, K));
   QK_TRY(check_dtype(fn, "x_dtype", x_dtype));
   QK_TRY(check_matrix(fn, "x", x, M, K, ldx));
   QK_TRY(check_matrix(fn, "w", w, N, K, std::max<int64_t>(K, 1)));
@@ -114,14 +120,7 @@ qk_status quantize_int8(const void* w, qk_dtype w_dtype, int64_t rows, int64_t c
 qk_status matmul_int8(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int32_t* c,
                       int64_t ldc, int64_t M, int64_t N, int64_t K, int threads) {
   const char* fn = "qk_matmul_int8";
-  QK_TRY(check_runtime(fn));
-  QK_TRY(check_size(fn, "M", M));
-  QK_TRY(check_size(fn, "N", N));
-  QK_TRY(check_size(fn, "K", K));
-  if (K > int8::kMaxK)
-    return fail(QK_ERR_INVALID_ARGUMENT, std::string(fn) +
-                                             ": K: expected <= " + std::to_string(int8::kMaxK) +
-                                             ", got " + std::to_string(K));
+  QK_TRY(check_gemm_sizes(fn, M, N, K));
   QK_TRY(check_matrix(fn, "a", a, M, K, lda));
   QK_TRY(check_matrix(fn, "b", b, N, K, ldb));
   QK_TRY(check_matrix(fn, "c", c, M, N, ldc));

@@ -13,11 +13,3 @@ qk_status fail(qk_status s, const std::string& msg);
 qk_status ok();
 
 }  // namespace qk
-
-// Returns QK_ERR_INVALID_ARGUMENT from the enclosing function when cond is false. The message
-// names the function, the argument expression and the values seen.
-#define QK_CHECK_ARG(cond, ...)                                                                 \
-  do {                                                                                          \
-    if (!(cond))                                                                                \
-      return ::qk::fail(QK_ERR_INVALID_ARGUMENT, std::string(__func__) + ": " + (__VA_ARGS__)); \
-  } while (0)

@@ -8,6 +8,26 @@
 
 namespace qk::cpu {
 
+// The arguments of one gemm_s8 / gemm_f32_s8 call (csrc/core/kernels.h), as the per-ISA tile
+// functors see them. The functors derive from these inside their own anonymous namespaces.
+struct S8Args {
+  const int8_t* a;
+  int64_t lda;
+  const int8_t* b;
+  int64_t ldb;
+  int32_t* c;
+  int64_t ldc, K;
+};
+
+struct F32S8Args {
+  const float* x;
+  int64_t ldx;
+  const int8_t* w;
+  int64_t ldw;
+  float* c;
+  int64_t ldc, K;
+};
+
 // tile.template run<mr, nr>(m, n) computes outputs [m, m + mr) x [n, n + nr).
 // Weight rows (n) are the outer loop so an NR-row strip of weights stays in L1 while every row of
 // activations streams past it.

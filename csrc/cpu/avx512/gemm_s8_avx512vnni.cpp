@@ -16,14 +16,7 @@ inline __mmask64 tail_mask64(int64_t r) {
   return r >= 64 ? ~__mmask64{0} : ((__mmask64{1} << r) - 1);
 }
 
-struct VnniTile {
-  const int8_t* a;
-  int64_t lda;
-  const int8_t* b;
-  int64_t ldb;
-  int32_t* c;
-  int64_t ldc, K;
-
+struct VnniTile : cpu::S8Args {
   template <int MR, int NR>
   inline void run(int64_t m, int64_t n) const {
     const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
@@ -67,7 +60,7 @@ struct VnniTile {
 
 void gemm_s8_avx512vnni(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int32_t* c,
                         int64_t ldc, int64_t M, int64_t N, int64_t K) {
-  const VnniTile tile{a, lda, b, ldb, c, ldc, K};
+  const VnniTile tile{{a, lda, b, ldb, c, ldc, K}};
   if (M == 1)
     cpu::for_each_tile<1, 8>(M, N, tile);
   else

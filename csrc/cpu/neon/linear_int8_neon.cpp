@@ -53,14 +53,7 @@ float quantize_row_int8(const float* x, int64_t n, int8_t* q) {
   return scale;
 }
 
-struct S8Tile {
-  const int8_t* a;
-  int64_t lda;
-  const int8_t* b;
-  int64_t ldb;
-  int32_t* c;
-  int64_t ldc, K;
-
+struct S8Tile : cpu::S8Args {
   template <int MR, int NR>
   inline void run(int64_t m, int64_t n) const {
     int32x4_t acc[MR][NR];
@@ -92,21 +85,14 @@ struct S8Tile {
 
 void gemm_s8(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int32_t* c, int64_t ldc,
              int64_t M, int64_t N, int64_t K) {
-  const S8Tile tile{a, lda, b, ldb, c, ldc, K};
+  const S8Tile tile{{a, lda, b, ldb, c, ldc, K}};
   if (M == 1)
     cpu::for_each_tile<1, 4>(M, N, tile);
   else
     cpu::for_each_tile<2, 4>(M, N, tile);
 }
 
-struct F32S8Tile {
-  const float* x;
-  int64_t ldx;
-  const int8_t* w;
-  int64_t ldw;
-  float* c;
-  int64_t ldc, K;
-
+struct F32S8Tile : cpu::F32S8Args {
   template <int MR, int NR>
   inline void run(int64_t m, int64_t n) const {
     float32x4_t acc[MR][NR];
@@ -142,7 +128,7 @@ struct F32S8Tile {
 
 void gemm_f32_s8(const float* x, int64_t ldx, const int8_t* w, int64_t ldw, float* c, int64_t ldc,
                  int64_t M, int64_t N, int64_t K) {
-  const F32S8Tile tile{x, ldx, w, ldw, c, ldc, K};
+  const F32S8Tile tile{{x, ldx, w, ldw, c, ldc, K}};
   if (M == 1)
     cpu::for_each_tile<1, 4>(M, N, tile);
   else
