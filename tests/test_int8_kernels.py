@@ -169,3 +169,11 @@ def test_w8a16_non_finite_propagate(isa):
     out = ops.linear_int8_w8a16(x, w, s, None)
     assert torch.isnan(out[1]).all()
     assert torch.isfinite(out[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("op", ["linear_int8_w8a8", "linear_int8_w8a16"])
+def test_k_zero_gives_bias(isa, op):
+    w = torch.empty(4, 0, dtype=torch.int8)
+    b = torch.randn(4)
+    out = getattr(ops, op)(torch.empty(3, 0), w, torch.ones(4), b)
+    assert torch.equal(out, b.expand(3, 4))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -33,3 +35,19 @@ def test_thread_count_follows_torch():
         assert all(torch.equal(outs[0], o) for o in outs)
     finally:
         torch.set_num_threads(before)
+
+
+def test_forked_child_still_computes():
+    # The pool's threads do not survive fork(); a child must run the call on its own thread
+    # instead of waiting for them. SIGALRM ends the child if it hangs.
+    ops = torch.ops.qkernels
+    w, s = ops.quantize_int8(torch.randn(256, 512))
+    x = torch.randn(32, 512)
+    expected = ops.linear_int8_w8a8(x, w, s, None)  # starts the pool in the parent
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)
+        code = 0 if torch.equal(ops.linear_int8_w8a8(x, w, s, None), expected) else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

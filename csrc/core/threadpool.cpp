@@ -1,5 +1,7 @@
 #include "threadpool.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -86,11 +88,17 @@ ThreadPool& pool() {
 std::atomic<int> g_default_threads{
     static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
 
+// The pool's workers do not survive fork(): a child (a DataLoader worker, say) runs every call
+// on its calling thread instead of waiting for threads that no longer exist.
+const pid_t g_owner_pid = getpid();
+
 }  // namespace
 
 void parallel_for(int64_t n_tasks, int n_threads, const std::function<void(int64_t)>& fn) {
   if (n_tasks <= 0) return;
-  if (n_threads > 1 && n_tasks > 1 && pool().try_run(n_tasks, n_threads, fn)) return;
+  if (n_threads > 1 && n_tasks > 1 && getpid() == g_owner_pid &&
+      pool().try_run(n_tasks, n_threads, fn))
+    return;
   for (int64_t t = 0; t < n_tasks; ++t) fn(t);
 }
 

@@ -6,6 +6,7 @@ the PyTorch oracles in :mod:`qkernels.reference`."""
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import Tensor
@@ -140,8 +141,8 @@ def _linear(op: str, kernel, fallback, x, weight, weight_scale, bias) -> Tensor:
     if x.device.type != "cpu":
         return fallback(x, weight, weight_scale, bias)
     n, k = weight.shape
-    x2 = x.reshape(-1, k).contiguous()
-    m = x2.shape[0]
+    m = math.prod(x.shape[:-1])  # not reshape(-1, k): that is ambiguous when k == 0
+    x2 = x.reshape(m, k).contiguous()
     y = torch.empty((m, n), dtype=x.dtype)
     weight, weight_scale = weight.contiguous(), weight_scale.contiguous()
     bias = None if bias is None else bias.contiguous()
