@@ -145,7 +145,7 @@ qk_status matmul_int8(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb
       int8_t* dst = panel.get() + r * ldp;
       for (int64_t i = 0; i < ldp; ++i) dst[i] = i < K ? a[r * lda + i] : 0;
     }
-    const Tiling t = make_tiling(M, N, K, threads);
+    const Tiling t = make_tiling(M, N, K, ldp, threads);
     parallel_for(t.tasks(), threads_for(M, N, K, threads), [&](int64_t task) {
       const int64_t m0 = t.m0(task), n0 = t.n0(task);
       k.gemm_s8(panel.get() + m0 * ldp, ldp, b + n0 * ldb, ldb, c + m0 * ldc + n0, ldc,
@@ -174,7 +174,7 @@ qk_status linear_int8_w8a8(const void* x, qk_dtype x_dtype, int64_t ldx, const i
       for (int64_t r = r0; r < r1; ++r)  // zero the padding the kernels may load
         for (int64_t i = K; i < ldp; ++i) panel[r * ldp + i] = 0;
     });
-    const Tiling t = make_tiling(M, N, K, threads);
+    const Tiling t = make_tiling(M, N, K, ldp, threads);
     parallel_for(t.tasks(), nt, [&](int64_t task) {
       const int64_t m0 = t.m0(task), n0 = t.n0(task);
       const int64_t mb = std::min(t.mb, M - m0), nb = std::min(t.nb, N - n0);
@@ -220,7 +220,7 @@ qk_status linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx, const 
       xf = staged.get();
       ldxf = std::max<int64_t>(K, 1);
     }
-    const Tiling t = make_tiling(M, N, K, threads);
+    const Tiling t = make_tiling(M, N, K, 4 * ldxf, threads);
     parallel_for(t.tasks(), nt, [&](int64_t task) {
       const int64_t m0 = t.m0(task), n0 = t.n0(task);
       const int64_t mb = std::min(t.mb, M - m0), nb = std::min(t.nb, N - n0);

@@ -17,12 +17,18 @@ struct Tiling {
   int64_t n0(int64_t t) const { return (t / m_blocks) * nb; }
 };
 
-// At large batch: up to 64 activation rows against weight blocks of about 256 KiB (a quarter of
-// the per-core L2 of current x86 parts; measured best of 64/128 rows and 256/512 KiB). At small
-// batch (memory bound): enough weight blocks for every thread to get several.
-inline Tiling make_tiling(int64_t M, int64_t N, int64_t K, int threads) {
+// At large batch: weight blocks of about 256 KiB (a quarter of the per-core L2 of current x86
+// parts) against up to 64 activation rows, fewer when those rows would not fit in 512 KiB:
+// every weight strip re-reads the whole activation block, which must stay in L2 beside the weight
+// block (measured: 64/128 rows, 256/512 KiB; 64 fp32 rows of K = 11008 from L3: 121 GFLOP/s,
+// 8 rows: 137). At small batch (memory bound):
+// enough weight blocks for every thread to get several. a_row_bytes: bytes of one staged
+// activation row (K for the int8 panel, 4 K for fp32).
+inline Tiling make_tiling(int64_t M, int64_t N, int64_t K, int64_t a_row_bytes, int threads) {
   Tiling t{};
-  t.mb = std::min<int64_t>(std::max<int64_t>(M, 1), 64);
+  const int64_t fit =
+      std::max<int64_t>((int64_t{512} << 10) / std::max<int64_t>(a_row_bytes, 1) / 4 * 4, 4);
+  t.mb = std::min<int64_t>(std::max<int64_t>(M, 1), std::min<int64_t>(64, fit));
   int64_t nb;
   if (M <= 4) {
     nb = round_up(std::max<int64_t>(N / (int64_t{threads} * 8), 1), 16);
