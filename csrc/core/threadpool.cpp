@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace qk {
@@ -44,12 +46,23 @@ class ThreadPool {
     std::unique_lock<std::mutex> lk(mu_);
     done_.wait(lk, [this] { return pending_ == 0; });
     fn_ = nullptr;
+    // A task that threw on any thread (std::bad_alloc, say) surfaces on the caller, whose C ABI
+    // wrapper turns it into a status; on a worker it would otherwise call std::terminate.
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
     return true;
   }
 
  private:
   void drain() {
-    for (int64_t t; (t = next_.fetch_add(1)) < n_tasks_;) (*fn_)(t);
+    for (int64_t t; (t = next_.fetch_add(1)) < n_tasks_;) {
+      try {
+        (*fn_)(t);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(n_tasks_);  // skip the remaining tasks
+      }
+    }
   }
 
   void loop(int id) {
@@ -78,6 +91,7 @@ class ThreadPool {
   int pending_ = 0;
   uint64_t generation_ = 0;
   bool stop_ = false;
+  std::exception_ptr error_;  // the first exception a task threw in the current job
 };
 
 ThreadPool& pool() {

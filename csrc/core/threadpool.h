@@ -9,7 +9,8 @@
 namespace qk {
 
 // Runs fn(task) for every task in [0, n_tasks) on up to n_threads threads, the caller included,
-// and returns when all are done. Tasks must not throw. Concurrent callers are safe: while one
+// and returns when all are done. If a task throws, the remaining tasks are skipped and the first
+// exception is rethrown on the calling thread. Concurrent callers are safe: while one
 // caller's job occupies the pool, another caller runs its tasks serially on its own thread,
 // which gives identical results because every task computes a fixed block of the output.
 void parallel_for(int64_t n_tasks, int n_threads, const std::function<void(int64_t)>& fn);
