@@ -32,8 +32,8 @@ struct VnniTile : cpu::S8Args {
       const __mmask64 km = tail_mask64(K - k);
       __m512i bv[NR];
       for (int j = 0; j < NR; ++j) {
-        // Batch 1: prefetch the rows two tiles ahead, as the AVX2 path does (see there).
-        if constexpr (MR == 1)
+        // First pass over a strip: prefetch the rows two tiles ahead, as the AVX2 path does.
+        if (m == 0)
           _mm_prefetch(reinterpret_cast<const char*>(bp + (2 * NR + j) * ldb + k), _MM_HINT_T0);
         bv[j] = _mm512_maskz_loadu_epi8(km, bp + j * ldb + k);
         bsum[j] = _mm512_dpbusd_epi32(bsum[j], ones, bv[j]);

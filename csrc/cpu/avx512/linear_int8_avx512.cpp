@@ -69,8 +69,8 @@ struct S8Tile : cpu::S8Args {
       const __mmask64 km = tail_mask64(K - k);
       __m512i bv[NR];
       for (int j = 0; j < NR; ++j) {
-        // Batch 1: prefetch the rows two tiles ahead, as the AVX2 path does (see there).
-        if constexpr (MR == 1)
+        // First pass over a strip: prefetch the rows two tiles ahead, as the AVX2 path does.
+        if (m == 0)
           _mm_prefetch(reinterpret_cast<const char*>(bp + (2 * NR + j) * ldb + k), _MM_HINT_T0);
         bv[j] = _mm512_maskz_loadu_epi8(km, bp + j * ldb + k);
       }
@@ -112,7 +112,7 @@ struct F32S8Tile : cpu::F32S8Args {
       const __mmask16 km = tail_mask16(K - k);
       __m512 wv[NR];
       for (int j = 0; j < NR; ++j) {
-        if constexpr (MR == 1)
+        if (m == 0)
           if ((k & 63) == 0)
             _mm_prefetch(reinterpret_cast<const char*>(wp + (2 * NR + j) * ldw + k), _MM_HINT_T0);
         wv[j] =
