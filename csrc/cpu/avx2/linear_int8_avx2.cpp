@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "core/kernels.h"
+#include "cpu/prefetch_x86.h"
 #include "cpu/tile_loop.h"
 #include "formats/int8.h"
 
@@ -114,8 +115,7 @@ struct S8Tile : cpu::S8Args {
         // the rows two tiles ahead (measured on 11008 x 4096, 2 threads, batch 1: 15.8 GB/s
         // without, 21.3 one tile ahead, 23.9 two tiles ahead; batch 8: 0.58x -> 0.8x of
         // quantize_dynamic). A prefetch past the end of the matrix never faults.
-        if (m == 0)
-          _mm_prefetch(reinterpret_cast<const char*>(bp + (2 * NR + j) * ldb + k), _MM_HINT_T0);
+        if (m == 0) cpu::prefetch_strip<MR>(bp + (2 * NR + j) * ldb + k);
         bv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + j * ldb + k));
       }
       step(bv, k);
@@ -157,9 +157,7 @@ struct F32S8Tile : cpu::F32S8Args {
       __m256 wv[NR];
       for (int j = 0; j < NR; ++j) {
         // One prefetch per 64-byte line of the next tile's rows (see S8Tile).
-        if (m == 0)
-          if ((k & 63) == 0)
-            _mm_prefetch(reinterpret_cast<const char*>(wp + (2 * NR + j) * ldw + k), _MM_HINT_T0);
+        if (m == 0 && (k & 63) == 0) cpu::prefetch_strip<MR>(wp + (2 * NR + j) * ldw + k);
         wv[j] = widen8(wp + j * ldw + k);
       }
       for (int i = 0; i < MR; ++i) {

@@ -7,6 +7,7 @@
 
 #include "core/kernels.h"
 #include "cpu/avx512/linear_int8_avx512.h"
+#include "cpu/prefetch_x86.h"
 #include "cpu/tile_loop.h"
 
 namespace qk {
@@ -33,8 +34,7 @@ struct VnniTile : cpu::S8Args {
       __m512i bv[NR];
       for (int j = 0; j < NR; ++j) {
         // First pass over a strip: prefetch the rows two tiles ahead, as the AVX2 path does.
-        if (m == 0)
-          _mm_prefetch(reinterpret_cast<const char*>(bp + (2 * NR + j) * ldb + k), _MM_HINT_T0);
+        if (m == 0) cpu::prefetch_strip<MR>(bp + (2 * NR + j) * ldb + k);
         bv[j] = _mm512_maskz_loadu_epi8(km, bp + j * ldb + k);
         bsum[j] = _mm512_dpbusd_epi32(bsum[j], ones, bv[j]);
       }

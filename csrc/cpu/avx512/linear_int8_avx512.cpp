@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "core/kernels.h"
+#include "cpu/prefetch_x86.h"
 #include "cpu/tile_loop.h"
 #include "formats/int8.h"
 
@@ -70,8 +71,7 @@ struct S8Tile : cpu::S8Args {
       __m512i bv[NR];
       for (int j = 0; j < NR; ++j) {
         // First pass over a strip: prefetch the rows two tiles ahead, as the AVX2 path does.
-        if (m == 0)
-          _mm_prefetch(reinterpret_cast<const char*>(bp + (2 * NR + j) * ldb + k), _MM_HINT_T0);
+        if (m == 0) cpu::prefetch_strip<MR>(bp + (2 * NR + j) * ldb + k);
         bv[j] = _mm512_maskz_loadu_epi8(km, bp + j * ldb + k);
       }
       for (int i = 0; i < MR; ++i) {
@@ -112,9 +112,7 @@ struct F32S8Tile : cpu::F32S8Args {
       const __mmask16 km = tail_mask16(K - k);
       __m512 wv[NR];
       for (int j = 0; j < NR; ++j) {
-        if (m == 0)
-          if ((k & 63) == 0)
-            _mm_prefetch(reinterpret_cast<const char*>(wp + (2 * NR + j) * ldw + k), _MM_HINT_T0);
+        if (m == 0 && (k & 63) == 0) cpu::prefetch_strip<MR>(wp + (2 * NR + j) * ldw + k);
         wv[j] =
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(km, wp + j * ldw + k)));
       }
