@@ -17,7 +17,7 @@ $(VENV)/.torch:
 	$(PIP) install -q "$(TORCH)"
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.torch pyproject.toml CMakeLists.txt $(shell find csrc python cmake -type f)
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml CMakeLists.txt $(shell find csrc python cmake -type f -not -path '*/__pycache__/*')
 	$(PIP) install -q ".[test,demo,dev]"
 	touch $@
 
