@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/kernels.h"
 #include "core/ops.h"
 #include "qkernels.h"
 
@@ -63,6 +64,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("isa_available", [](int i) { return qk_isa_available(static_cast<qk_isa>(i)) != 0; });
   m.def("isa_active", [] { return static_cast<int>(qk_isa_active()); });
   m.def("set_isa", [](int i) { raise_if_failed(qk_set_isa(static_cast<qk_isa>(i))); });
+  // The message when QKERNELS_ISA named a path that cannot run, else None.
+  m.def("isa_env_error", []() -> py::object {
+    const char* e = qk::isa_init_error();
+    return e ? py::str(e) : py::none();
+  });
 
   // ---- int8
   m.def("quantize_int8", [](addr w, int dtype, int64_t rows, int64_t cols, int64_t ldw, addr q,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from . import _C
@@ -28,16 +26,11 @@ def set_isa(name: str) -> None:
 
 
 def check_env_isa() -> None:
-    """Fails loudly when QKERNELS_ISA names a path that this CPU or build cannot run."""
-    env = os.environ.get("QKERNELS_ISA", "")
-    if not env:
-        return
-    if env not in ISA_NAMES:
-        raise RuntimeError(f"QKERNELS_ISA: expected one of {', '.join(ISA_NAMES)}, got {env!r}")
-    if env not in isa_available():
-        raise RuntimeError(
-            f"QKERNELS_ISA: {env!r} cannot run on this CPU or build; available: {', '.join(isa_available())}"
-        )
+    """Fails loudly when QKERNELS_ISA names a path that this CPU or build cannot run (the core's
+    own check and message)."""
+    error = _C.isa_env_error()
+    if error is not None:
+        raise RuntimeError(error)
 
 
 def threads() -> int:
