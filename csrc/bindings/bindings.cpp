@@ -67,7 +67,8 @@ PYBIND11_MODULE(_C, m) {
   // The message when QKERNELS_ISA named a path that cannot run, else None.
   m.def("isa_env_error", []() -> py::object {
     const char* e = qk::isa_init_error();
-    return e ? py::str(e) : py::none();
+    if (e == nullptr) return py::none();
+    return py::str(e);
   });
 
   // ---- int8
