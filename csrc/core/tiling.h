@@ -21,9 +21,8 @@ struct Tiling {
 // parts) against up to 64 activation rows, fewer when those rows would not fit in 512 KiB:
 // every weight strip re-reads the whole activation block, which must stay in L2 beside the weight
 // block (measured: 64/128 rows, 256/512 KiB; 64 fp32 rows of K = 11008 from L3: 121 GFLOP/s,
-// 8 rows: 137). At small batch (memory bound):
-// enough weight blocks for every thread to get several. a_row_bytes: bytes of one staged
-// activation row (K for the int8 panel, 4 K for fp32).
+// 8 rows: 137). At small batch (memory bound): enough weight blocks for every thread to get
+// several. a_row_bytes: bytes of one staged activation row (K for the int8 panel, 4 K for fp32).
 inline Tiling make_tiling(int64_t M, int64_t N, int64_t K, int64_t a_row_bytes, int threads) {
   Tiling t{};
   const int64_t fit =

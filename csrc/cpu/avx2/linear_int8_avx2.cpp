@@ -136,7 +136,7 @@ void gemm_s8(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int32_t
   if (M == 1)
     cpu::for_each_tile<1, 4>(M, N, tile);
   else
-    cpu::for_each_tile<4, 2>(M, N, tile);
+    cpu::for_each_tile<3, 3>(M, N, tile);
 }
 
 inline __m256 widen8(const int8_t* p) {
