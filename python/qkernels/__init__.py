@@ -1,7 +1,9 @@
 """qkernels: kernel-first quantized inference for PyTorch.
 
-import qkernels as qk
-qk.quantize_(model, qk.Int8Config())       # swap nn.Linear -> qk.nn.Int8Linear in place
+Usage::
+
+    import qkernels as qk
+    qk.quantize_(model, qk.Int8Config())  # swap nn.Linear -> qk.nn.Int8Linear in place
 """
 
 from . import _native
