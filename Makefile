@@ -18,7 +18,7 @@ $(VENV)/.torch:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.torch pyproject.toml CMakeLists.txt $(shell find csrc python cmake -type f -not -path '*/__pycache__/*')
-	$(PIP) install -q ".[test,demo,dev]"
+	$(PIP) install -q ".[test,demo,plot,dev]"
 	touch $@
 
 demo: $(VENV)/.installed
