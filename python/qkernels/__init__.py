@@ -14,7 +14,8 @@ from . import formats, nn, ops, reference  # noqa: E402  (ops registers torch.op
 from ._native import set_isa  # noqa: E402
 from .info import info  # noqa: E402
 from .quantize import Int8Config, quantize_  # noqa: E402
+from .serialization import load, save  # noqa: E402
 
 __version__ = _native._C.version()
 
-__all__ = ["Int8Config", "formats", "info", "nn", "ops", "quantize_", "reference", "set_isa"]
+__all__ = ["Int8Config", "formats", "info", "load", "nn", "ops", "quantize_", "reference", "save", "set_isa"]

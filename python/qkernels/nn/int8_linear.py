@@ -27,6 +27,8 @@ class Int8Linear(nn.Module):
     ``[out]`` or None. The state dict also carries the format name and version.
     """
 
+    format_name = FORMAT
+
     def __init__(
         self, in_features: int, out_features: int, bias: bool = True, weight_only: bool = False
     ) -> None:
@@ -65,6 +67,11 @@ class Int8Linear(nn.Module):
         else:
             op = ops.linear_int8_w8a16_eager if self.weight_only else ops.linear_int8_w8a8_eager
         return op(x, self.weight, self.weight_scale, self.bias)
+
+    def config_fields(self) -> dict[str, Any]:
+        """The constructor's config keyword arguments: ``Int8Linear(k, n, bias=..., **config_fields())``
+        builds an empty module that this one's state dict loads into."""
+        return {"weight_only": self.weight_only}
 
     def dequantize(self) -> Tensor:
         """The float32 ``[out, in]`` weight that ``forward`` effectively multiplies by."""
