@@ -9,6 +9,9 @@
 
 #include "core/kernels.h"
 #include "core/ops.h"
+#include "formats/int3.h"
+#include "formats/int4.h"
+#include "formats/nf4.h"
 #include "qkernels.h"
 
 namespace py = pybind11;
@@ -101,5 +104,41 @@ PYBIND11_MODULE(_C, m) {
                                    ptr<const int8_t>(w), ptr<const float>(w_scale),
                                    ptr<const float>(bias), ptr<void>(y), ldy, M, N, K, threads);
     });
+  });
+
+  // ---- group-wise sub-byte formats (fmt: 0 int4, 1 int3, 2 nf4, as qk::QFormat)
+  m.def("linear_q", [](int fmt, addr x, int dtype, int64_t ldx, addr packed, addr scales,
+                       addr zeros, int64_t group, addr bias, addr y, int64_t ldy, int64_t M,
+                       int64_t N, int64_t K, int threads) {
+    if (fmt < 0 || fmt >= qk::kQFormatCount)
+      throw py::value_error("linear_q: fmt: expected 0.." + std::to_string(qk::kQFormatCount - 1) +
+                            ", got " + std::to_string(fmt));
+    call([&] {
+      return qk::linear_q(static_cast<qk::QFormat>(fmt), ptr<const void>(x),
+                          static_cast<qk_dtype>(dtype), ldx, ptr<const uint8_t>(packed),
+                          ptr<const float>(scales), ptr<const uint8_t>(zeros), group,
+                          ptr<const float>(bias), ptr<void>(y), ldy, M, N, K, threads);
+    });
+  });
+  // The C++ mirror of each packing spec (formats/<fmt>.h), so tests can compare it byte for byte
+  // with the Python pack/unpack. codes: [N, K] uint8; packed: [N, row_bytes] uint8, zero-filled.
+  m.def("pack_codes", [](int fmt, addr codes, addr packed, int64_t N, int64_t K) {
+    auto set = fmt == qk::kQInt3 ? qk::int3::set_code : qk::int4::set_code;
+    const int64_t rb = fmt == qk::kQInt3 ? qk::int3::row_bytes(K) : qk::int4::row_bytes(K);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k)
+        set(ptr<uint8_t>(packed) + n * rb, k, ptr<const uint8_t>(codes)[n * K + k]);
+  });
+  m.def("unpack_codes", [](int fmt, addr packed, addr codes, int64_t N, int64_t K) {
+    auto get = fmt == qk::kQInt3 ? qk::int3::get_code : qk::int4::get_code;
+    const int64_t rb = fmt == qk::kQInt3 ? qk::int3::row_bytes(K) : qk::int4::row_bytes(K);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k)
+        ptr<uint8_t>(codes)[n * K + k] = get(ptr<const uint8_t>(packed) + n * rb, k);
+  });
+  m.def("nf4_table_int8", [] {
+    py::list l;
+    for (int8_t v : qk::nf4::kTableInt8) l.append(int{v});
+    return l;
   });
 }

@@ -66,4 +66,25 @@ qk_status qk_linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx, con
                                qk::default_num_threads());
 }
 
+qk_status qk_linear_int4(const void* x, qk_dtype x_dtype, int64_t ldx, const uint8_t* packed,
+                         const float* scales, const uint8_t* zeros, int64_t group_size,
+                         const float* bias, void* y, int64_t ldy, int64_t M, int64_t N, int64_t K) {
+  return qk::linear_q(qk::kQInt4, x, x_dtype, ldx, packed, scales, zeros, group_size, bias, y, ldy,
+                      M, N, K, qk::default_num_threads());
+}
+
+qk_status qk_linear_int3(const void* x, qk_dtype x_dtype, int64_t ldx, const uint8_t* packed,
+                         const float* scales, const uint8_t* zeros, int64_t group_size,
+                         const float* bias, void* y, int64_t ldy, int64_t M, int64_t N, int64_t K) {
+  return qk::linear_q(qk::kQInt3, x, x_dtype, ldx, packed, scales, zeros, group_size, bias, y, ldy,
+                      M, N, K, qk::default_num_threads());
+}
+
+qk_status qk_linear_nf4(const void* x, qk_dtype x_dtype, int64_t ldx, const uint8_t* packed,
+                        const float* absmax, int64_t block_size, const float* bias, void* y,
+                        int64_t ldy, int64_t M, int64_t N, int64_t K) {
+  return qk::linear_q(qk::kQNF4, x, x_dtype, ldx, packed, absmax, nullptr, block_size, bias, y, ldy,
+                      M, N, K, qk::default_num_threads());
+}
+
 }  // extern "C"

@@ -18,6 +18,32 @@ inline constexpr int64_t kPanelAlign = 64;
 
 inline constexpr int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// Group-wise sub-byte weights (int4, int3, nf4; csrc/formats/), as gemm_q reads them.
+enum QFormat : int { kQInt4 = 0, kQInt3 = 1, kQNF4 = 2, kQFormatCount = 3 };
+
+struct QWeights {
+  const uint8_t* packed;  // [N, row_bytes] in the format's layout, from the first row to compute
+  int64_t row_bytes;
+  const float* scales;   // [N, groups]: int4/int3 scale; nf4 absmax
+  const uint8_t* zeros;  // [N, groups] zero points, or nullptr: every zero point is `zero`
+  int zero;              // int4/int3 symmetric zero point; unused by nf4
+  int64_t groups, group_blocks, K;
+};
+
+// c[m, n] = sum_g sa[m, g] * scales[n, g] * sum_{k in group g} a[m, k] * v[n, k], where v is
+// code - zero (int4, int3) or nf4::kTableInt8[code] (nf4), for m < M, n < N. The inner integer
+// sums are exact; the fp32 sum over groups is in any order.
+// a: activation panel [M, lda], lda >= blocks * 32, in the format's panel order
+// (formats/<fmt>.h: panel_source) with zeros past K; sa: [M, ldsa] activation scale per group.
+using GemmQFn = void (*)(const QWeights& w, const int8_t* a, int64_t lda, const float* sa,
+                         int64_t ldsa, float* c, int64_t ldc, int64_t M, int64_t N);
+
+// One gemm_q per format, indexed by QFormat, defined by each ISA's gemm_q translation unit.
+extern const GemmQFn kGemmQGeneric[kQFormatCount];
+extern const GemmQFn kGemmQAvx2[kQFormatCount];
+extern const GemmQFn kGemmQAvx512[kQFormatCount];
+extern const GemmQFn kGemmQNeon[kQFormatCount];
+
 struct KernelTable {
   qk_isa isa;
   // Quantizes n fp32 values with the int8 rule (csrc/formats/int8.h). Writes q[0..n) and returns
@@ -32,6 +58,7 @@ struct KernelTable {
   // x: [M, K] fp32 (ldx >= K); w: [N, K] int8 (ldw >= K).
   void (*gemm_f32_s8)(const float* x, int64_t ldx, const int8_t* w, int64_t ldw, float* c,
                       int64_t ldc, int64_t M, int64_t N, int64_t K);
+  const GemmQFn* gemm_q;  // [kQFormatCount]
 };
 
 // Defined by each ISA's translation units; absent (nullptr) where not compiled for this target.

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "driver.h"
 #include "formats/int8.h"
 #include "kernels.h"
 #include "ops.h"
@@ -18,34 +19,6 @@
 
 namespace qk {
 namespace {
-
-struct AlignedFree {
-  void operator()(void* p) const { ::operator delete[](p, std::align_val_t{64}); }
-};
-template <typename T>
-std::unique_ptr<T[], AlignedFree> aligned_buffer(int64_t n) {
-  void* p = ::operator new[](static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T),
-                             std::align_val_t{64});
-  return std::unique_ptr<T[], AlignedFree>(static_cast<T*>(p));
-}
-
-qk_status check_runtime(const char* fn) {
-  if (const char* e = isa_init_error()) return fail(QK_ERR_UNSUPPORTED, std::string(fn) + ": " + e);
-  return QK_OK;
-}
-
-// The ISA override, the sizes, and the K bound of the int32 accumulator.
-qk_status check_gemm_sizes(const char* fn, int64_t M, int64_t N, int64_t K) {
-  QK_TRY(check_runtime(fn));
-  QK_TRY(check_size(fn, "M", M));
-  QK_TRY(check_size(fn, "N", N));
-  QK_TRY(check_size(fn, "K", K));
-  if (K > int8::kMaxK)
-    return fail(QK_ERR_INVALID_ARGUMENT, std::string(fn) +
-                                             ": K: expected <= " + std::to_string(int8::kMaxK) +
-                                             ", got " + std::to_string(K));
-  return QK_OK;
-}
 
 // Checks shared by both linear ops.
 qk_status check_linear(const char* fn, const void* x, qk_dtype x_dtype, int64_t ldx,
@@ -74,17 +47,6 @@ void quantize_rows(const KernelTable& k, const void* x, qk_dtype d, int64_t ldx,
       row = buf.data();
     }
     scales[r] = k.quantize_row_int8(row, K, panel + r * ldp);
-  }
-}
-
-template <typename Fn>
-qk_status guarded(const char* fn, Fn&& body) {
-  try {
-    return body();
-  } catch (const std::bad_alloc&) {
-    return fail(QK_ERR_OUT_OF_MEMORY, std::string(fn) + ": out of memory");
-  } catch (const std::exception& e) {
-    return fail(QK_ERR_INTERNAL, std::string(fn) + ": " + e.what());
   }
 }
 

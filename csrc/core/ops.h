@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "kernels.h"
 #include "qkernels.h"
 
 namespace qk {
@@ -18,5 +19,11 @@ qk_status linear_int8_w8a8(const void* x, qk_dtype x_dtype, int64_t ldx, const i
 qk_status linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx, const int8_t* w,
                             const float* w_scale, const float* bias, void* y, int64_t ldy,
                             int64_t M, int64_t N, int64_t K, int threads);
+
+// The group-wise sub-byte linears (csrc/core/linear_q.cpp). zeros is NULL for symmetric int4/int3
+// and for nf4; group_size is nf4's block size.
+qk_status linear_q(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, const uint8_t* packed,
+                   const float* scales, const uint8_t* zeros, int64_t group_size, const float* bias,
+                   void* y, int64_t ldy, int64_t M, int64_t N, int64_t K, int threads);
 
 }  // namespace qk

@@ -5,11 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define QK_HD __host__ __device__
-#else
-#define QK_HD
-#endif
+#include "formats/hd.h"
 
 namespace qk::int8 {
 

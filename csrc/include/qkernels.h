@@ -112,6 +112,32 @@ QK_API qk_status qk_linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t l
                                       const float* w_scale, const float* bias, void* y, int64_t ldy,
                                       int64_t M, int64_t N, int64_t K);
 
+/* ---- group-wise sub-byte formats: int4, int3, nf4 --------------------------------------- */
+/* Weights packed as docs/formats.md specifies, with one scale per group of group_size weights
+ * along K (group_size: a positive multiple of 32, or -1 for the whole row; the last group of a row
+ * may be partial):
+ *   int4: packed [N, K/2] bytes (K even), value = scales[n, g] * (code - zero[n, g])
+ *   int3: packed [N, ceil(K/32) * 12] bytes, the same with 3-bit codes
+ *   zeros: [N, groups] uint8 zero points (< 16 for int4, < 8 for int3), or NULL for symmetric
+ *          (zero 8 for int4, 4 for int3); scales: [N, groups] fp32, groups = ceil(K / group_size)
+ *   nf4: packed [N, K/2] bytes (K even), value = NF4[code] * absmax[n, b], blocks of block_size
+ *        (32, 64, 128 or 256) along K, absmax [N, ceil(K / block_size)] fp32
+ * y[M, N] = xq x w^T + bias, where xq is x quantized to int8 per token and per group (one scale
+ * per group_size values, the int8 rule above) and each group's integer dot product is exact; nf4
+ * multiplies by round(127 * NF4[code]) / 127. x and y have dtype x_dtype; bias: [N] fp32 or NULL.
+ * K <= 2^17. A row of x holding NaN or Inf gives a row of NaN. */
+QK_API qk_status qk_linear_int4(const void* x, qk_dtype x_dtype, int64_t ldx, const uint8_t* packed,
+                                const float* scales, const uint8_t* zeros, int64_t group_size,
+                                const float* bias, void* y, int64_t ldy, int64_t M, int64_t N,
+                                int64_t K);
+QK_API qk_status qk_linear_int3(const void* x, qk_dtype x_dtype, int64_t ldx, const uint8_t* packed,
+                                const float* scales, const uint8_t* zeros, int64_t group_size,
+                                const float* bias, void* y, int64_t ldy, int64_t M, int64_t N,
+                                int64_t K);
+QK_API qk_status qk_linear_nf4(const void* x, qk_dtype x_dtype, int64_t ldx, const uint8_t* packed,
+                               const float* absmax, int64_t block_size, const float* bias, void* y,
+                               int64_t ldy, int64_t M, int64_t N, int64_t K);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

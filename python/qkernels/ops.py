@@ -13,23 +13,8 @@ from torch import Tensor
 
 from . import _native, reference
 from ._native import _C
+from ._op_checks import FLOAT_DTYPES, _addr, _check_tensor, _fail
 from .formats import int8 as int8_format
-
-FLOAT_DTYPES = tuple(_native.DTYPE_CODES)
-
-
-def _fail(op: str, arg: str, expected: str, got: object, exc: type[Exception] = ValueError):
-    raise exc(f"{op}: {arg}: expected {expected}, got {got}")
-
-
-def _check_tensor(op: str, arg: str, t: object, dtypes: tuple[torch.dtype, ...], ndim: int | None):
-    if not isinstance(t, Tensor):
-        _fail(op, arg, "a torch.Tensor", type(t).__name__, TypeError)
-    if t.dtype not in dtypes:
-        names = " or ".join(str(d) for d in dtypes)
-        _fail(op, arg, f"dtype {names}", t.dtype, TypeError)
-    if ndim is not None and t.dim() != ndim:
-        _fail(op, arg, f"{ndim} dimensions", f"shape {tuple(t.shape)}")
 
 
 def _check_linear(op: str, x: Tensor, weight: Tensor, weight_scale: Tensor, bias: Tensor | None):
@@ -52,10 +37,6 @@ def _check_linear(op: str, x: Tensor, weight: Tensor, weight_scale: Tensor, bias
     for name, t in (("weight", weight), ("weight_scale", weight_scale), ("bias", bias)):
         if t is not None and t.device != x.device:
             _fail(op, name, f"device {x.device} (x's device)", t.device)
-
-
-def _addr(t: Tensor | None) -> int:
-    return 0 if t is None else t.data_ptr()
 
 
 # ---- quantize_int8 -------------------------------------------------------------------------------

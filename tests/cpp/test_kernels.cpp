@@ -7,6 +7,11 @@
 // sum. Buffers end exactly where the kernels' ranges end, so reading past them is an ASan error;
 // padding inside the buffers holds values that would change the result if a kernel used them.
 //
+// gemm_q (int4, int3, nf4) is checked against sums computed here from the spec's bit layout,
+// written out independently of the format headers' accessors: exact integer group sums, scaled in
+// double, with a tolerance of (groups + 8) * eps * sum|products| for the fp32 sums over lanes and
+// groups.
+//
 // QKERNELS_ISA=<name> limits the run to that table (generic stays the reference). When this machine
 // cannot run it, the program exits with 77, the code CTest and automake read as "skipped".
 // The last line printed is "N passed, M failed"; the exit status is nonzero on failure.
@@ -23,7 +28,11 @@
 #include <vector>
 
 #include "core/kernels.h"
+#include "formats/grouped.h"
+#include "formats/int3.h"
+#include "formats/int4.h"
 #include "formats/int8.h"
+#include "formats/nf4.h"
 
 namespace {
 
@@ -323,6 +332,122 @@ void test_gemm_f32_s8(const KernelTable& t) {
       }
 }
 
+// ---- gemm_q
+// ---------------------------------------------------------------------------------------
+
+// The code of element k of a packed row, straight from docs/formats.md (not via formats/*.h).
+int spec_code(qk::QFormat f, const uint8_t* row, int64_t k) {
+  if (f != qk::kQInt3) return k % 2 == 0 ? row[k / 2] & 0xF : row[k / 2] >> 4;
+  const uint8_t* blk = row + (k / 32) * 12;
+  const int i = static_cast<int>(k % 32);
+  const int lo = (blk[i % 8] >> (2 * (i / 8))) & 3;
+  const uint32_t hi =
+      uint32_t{blk[8]} | uint32_t{blk[9]} << 8 | uint32_t{blk[10]} << 16 | uint32_t{blk[11]} << 24;
+  return lo | static_cast<int>((hi >> i) & 1) << 2;
+}
+
+// Panel position of element k (panel order: int4/nf4 put even elements of a 32-block first).
+int64_t spec_panel_pos(qk::QFormat f, int64_t k) {
+  const int64_t b = k / 32, i = k % 32;
+  if (f == qk::kQInt3) return k;
+  return b * 32 + (i % 2 == 0 ? i / 2 : 16 + i / 2);
+}
+
+void run_gemm_q(const KernelTable& t, qk::QFormat f, int64_t M, int64_t N, int64_t K,
+                int64_t gblocks, bool asym, Rng& rng) {
+  static const char* const names[] = {"int4", "int3", "nf4"};
+  g_ctx = std::string(qk_isa_name(t.isa)) + " gemm_q " + names[f] + " M=" + std::to_string(M) +
+          " N=" + std::to_string(N) + " K=" + std::to_string(K) + " gb=" + std::to_string(gblocks) +
+          (asym ? " asym" : " sym");
+  const int64_t nblocks = (K + 31) / 32;
+  const int64_t groups = (nblocks + gblocks - 1) / gblocks;
+  const int64_t rb = f == qk::kQInt3 ? nblocks * 12 : K / 2;
+  const int codes = f == qk::kQInt3 ? 8 : 16;
+  // Exactly N rows: a kernel reading past the last row is an ASan error.
+  std::vector<uint8_t> packed(static_cast<size_t>(N * rb));
+  for (uint8_t& b : packed) b = static_cast<uint8_t>(rng.next());
+  if (f == qk::kQInt3)  // padding codes of a partial last block are 0 in the spec
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = K; k < nblocks * 32; ++k) {
+        uint8_t* blk = packed.data() + n * rb + (k / 32) * 12;
+        const int i = static_cast<int>(k % 32);
+        blk[i % 8] = static_cast<uint8_t>(blk[i % 8] & ~(3 << (2 * (i / 8))));
+        blk[8 + i / 8] = static_cast<uint8_t>(blk[8 + i / 8] & ~(1 << (i % 8)));
+      }
+  std::vector<float> scales(static_cast<size_t>(N * groups));
+  for (float& v : scales)
+    v = std::ldexp(rng.uniform(-1.0f, 1.0f), static_cast<int>(rng.next() % 9) - 4);
+  std::vector<uint8_t> zeros(static_cast<size_t>(N * groups));
+  for (uint8_t& z : zeros) z = static_cast<uint8_t>(rng.next() % static_cast<uint32_t>(codes));
+  const int sym_zero = f == qk::kQInt3 ? 4 : 8;
+  const int64_t lda = (nblocks * 32 + 63) / 64 * 64;
+  Panel a = make_panel(M * lda);
+  std::vector<int8_t> xa(static_cast<size_t>(M * K));  // activation codes in element order
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t i = 0; i < lda; ++i) a[m * lda + i] = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      xa[m * K + k] = rng.code();
+      a[m * lda + spec_panel_pos(f, k)] = xa[m * K + k];
+    }
+  }
+  std::vector<float> sa(static_cast<size_t>(M * groups));
+  for (float& v : sa) v = rng.uniform(0.001f, 0.02f);
+  const qk::QWeights w{packed.data(), rb,     scales.data(), asym ? zeros.data() : nullptr,
+                       sym_zero,      groups, gblocks,       K};
+  const int64_t ldc = N + 2;
+  const float guard = -1234.5f;
+  std::vector<float> c(static_cast<size_t>(M * ldc), guard);
+  t.gemm_q[f](w, a.get(), lda, sa.data(), groups, c.data(), ldc, M, N);
+  int bad = 0;
+  std::string first;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < ldc; ++n) {
+      const float got = c[m * ldc + n];
+      double ref = guard, tol = 0.0;
+      bool ok;
+      if (n < N) {
+        double sum = 0.0, mag = 0.0;
+        for (int64_t g = 0; g < groups; ++g) {
+          const int zero = asym ? zeros[n * groups + g] : sym_zero;
+          int64_t isum = 0, iabs = 0;
+          for (int64_t k = g * gblocks * 32; k < std::min(K, (g + 1) * gblocks * 32); ++k) {
+            const int code = spec_code(f, packed.data() + n * rb, k);
+            const int v = f == qk::kQNF4 ? qk::nf4::kTableInt8[code] : code - zero;
+            isum += int64_t{xa[m * K + k]} * v;
+            iabs += std::abs(int64_t{xa[m * K + k]} * v);
+          }
+          const double s = double{sa[m * groups + g]} * double{scales[n * groups + g]};
+          sum += static_cast<double>(isum) * s;
+          // Kernels may split a group's integer sum into lanes and scale each: bound by |terms|.
+          mag += static_cast<double>(iabs) * std::fabs(s);
+        }
+        ref = sum;
+        // Each lane's partial sum is rounded once per group and once in the final reduction.
+        tol = static_cast<double>(groups + 8) * std::numeric_limits<float>::epsilon() * mag;
+        ok = std::fabs(got - ref) <= tol;
+      } else {
+        ok = same_float(got, guard);
+      }
+      if (!ok && bad++ == 0)
+        first = "c[" + std::to_string(m) + ", " + std::to_string(n) + "] = " + str(got) +
+                ", expected " + str(ref) + " within " + str(tol);
+    }
+  CHECK(bad == 0, std::to_string(bad) + " wrong, first " + first);
+}
+
+void test_gemm_q(const KernelTable& t) {
+  Rng rng;
+  for (qk::QFormat f : {qk::kQInt4, qk::kQInt3, qk::kQNF4})
+    for (int64_t M : {1, 2, 3, 4, 5, 17})
+      for (int64_t N : {1, 3, 4, 5, 9})
+        for (int64_t K : {2, 30, 32, 34, 64, 100, 130, 4098})
+          for (int64_t gb : {1, 2, 4, 1000})
+            for (bool asym : {false, true}) {
+              if (f == qk::kQNF4 && (asym || gb > 8)) continue;  // nf4: no zeros, blocks <= 256
+              run_gemm_q(t, f, M, N, K, std::min<int64_t>(gb, (K + 31) / 32), asym, rng);
+            }
+}
+
 }  // namespace
 
 int main() {
@@ -359,6 +484,7 @@ int main() {
     test_quantize(*t, *generic);
     test_gemm_s8(*t, *generic);
     test_gemm_f32_s8(*t);
+    test_gemm_q(*t);
   }
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed != 0;
