@@ -141,4 +141,16 @@ PYBIND11_MODULE(_C, m) {
     for (int8_t v : qk::nf4::kTableInt8) l.append(int{v});
     return l;
   });
+
+  // ---- vq
+  m.def("linear_vq", [](addr x, int dtype, int64_t ldx, addr codes, int num_codebooks,
+                        int codebook_bits, addr codebooks, addr scales, addr bias, addr y,
+                        int64_t ldy, int64_t M, int64_t N, int64_t K, int threads) {
+    call([&] {
+      return qk::linear_vq(ptr<const void>(x), static_cast<qk_dtype>(dtype), ldx,
+                           ptr<const void>(codes), num_codebooks, codebook_bits,
+                           ptr<const float>(codebooks), ptr<const float>(scales),
+                           ptr<const float>(bias), ptr<void>(y), ldy, M, N, K, threads);
+    });
+  });
 }

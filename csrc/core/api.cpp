@@ -87,4 +87,12 @@ qk_status qk_linear_nf4(const void* x, qk_dtype x_dtype, int64_t ldx, const uint
                       M, N, K, qk::default_num_threads());
 }
 
+qk_status qk_linear_vq(const void* x, qk_dtype x_dtype, int64_t ldx, const void* codes,
+                       int num_codebooks, int codebook_bits, const float* codebooks,
+                       const float* scales, const float* bias, void* y, int64_t ldy, int64_t M,
+                       int64_t N, int64_t K) {
+  return qk::linear_vq(x, x_dtype, ldx, codes, num_codebooks, codebook_bits, codebooks, scales,
+                       bias, y, ldy, M, N, K, qk::default_num_threads());
+}
+
 }  // extern "C"

@@ -44,6 +44,24 @@ extern const GemmQFn kGemmQAvx2[kQFormatCount];
 extern const GemmQFn kGemmQAvx512[kQFormatCount];
 extern const GemmQFn kGemmQNeon[kQFormatCount];
 
+// Codebook weights (vq; csrc/formats/vq.h), as gemm_vq reads them.
+struct VQWeights {
+  const void* codes;       // [N, K/8, Mc] uint8 or uint16, from the first row to compute
+  const float* codebooks;  // [Mc, 2^B, 8] fp32
+  int64_t K;
+};
+
+// c[m, n] = sum_j sum_k<8 x[m, 8j + k] * (sum_c codebooks[c, codes[n, j, c], k]) in fp32 (any
+// summation order), for m < M, n < N. x: [M, ldx] fp32, ldx >= K. The per-row scale is the
+// driver's. One function per configuration, indexed by vq::variant(Mc, B).
+using GemmVQFn = void (*)(const VQWeights& w, const float* x, int64_t ldx, float* c, int64_t ldc,
+                          int64_t M, int64_t N);
+
+extern const GemmVQFn kGemmVQGeneric[4];
+extern const GemmVQFn kGemmVQAvx2[4];
+extern const GemmVQFn kGemmVQAvx512[4];
+extern const GemmVQFn kGemmVQNeon[4];
+
 struct KernelTable {
   qk_isa isa;
   // Quantizes n fp32 values with the int8 rule (csrc/formats/int8.h). Writes q[0..n) and returns
@@ -58,7 +76,8 @@ struct KernelTable {
   // x: [M, K] fp32 (ldx >= K); w: [N, K] int8 (ldw >= K).
   void (*gemm_f32_s8)(const float* x, int64_t ldx, const int8_t* w, int64_t ldw, float* c,
                       int64_t ldc, int64_t M, int64_t N, int64_t K);
-  const GemmQFn* gemm_q;  // [kQFormatCount]
+  const GemmQFn* gemm_q;    // [kQFormatCount]
+  const GemmVQFn* gemm_vq;  // [vq::kVariants]
 };
 
 // Defined by each ISA's translation units; absent (nullptr) where not compiled for this target.

@@ -26,4 +26,10 @@ qk_status linear_q(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, cons
                    const float* scales, const uint8_t* zeros, int64_t group_size, const float* bias,
                    void* y, int64_t ldy, int64_t M, int64_t N, int64_t K, int threads);
 
+// The codebook linear (csrc/core/linear_vq.cpp). codes: uint8 (B = 8) or uint16 (B = 16).
+qk_status linear_vq(const void* x, qk_dtype x_dtype, int64_t ldx, const void* codes,
+                    int num_codebooks, int codebook_bits, const float* codebooks,
+                    const float* scales, const float* bias, void* y, int64_t ldy, int64_t M,
+                    int64_t N, int64_t K, int threads);
+
 }  // namespace qk

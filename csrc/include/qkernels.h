@@ -138,6 +138,17 @@ QK_API qk_status qk_linear_nf4(const void* x, qk_dtype x_dtype, int64_t ldx, con
                                const float* absmax, int64_t block_size, const float* bias, void* y,
                                int64_t ldy, int64_t M, int64_t N, int64_t K);
 
+/* ---- vq: additive codebooks over groups of 8 weights (AQLM style) -------------------------- */
+/* codes: [N, K/8, num_codebooks] indices, uint8 when codebook_bits is 8, uint16 when 16, dense;
+ * codebooks: [num_codebooks, 2^codebook_bits, 8] fp32; scales: [N] fp32; K a multiple of 8.
+ * w[n, 8j + i] = scales[n] * sum_c codebooks[c, codes[n, j, c], i]. y[M, N] = x x w^T + bias in
+ * fp32 with float activations (x, y: dtype x_dtype; bias: [N] fp32 or NULL); the weights are
+ * decoded in registers, never materialised. Configurations: 1 or 2 codebooks of 8 or 16 bits. */
+QK_API qk_status qk_linear_vq(const void* x, qk_dtype x_dtype, int64_t ldx, const void* codes,
+                              int num_codebooks, int codebook_bits, const float* codebooks,
+                              const float* scales, const float* bias, void* y, int64_t ldy,
+                              int64_t M, int64_t N, int64_t K);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -33,6 +33,7 @@
 #include "formats/int4.h"
 #include "formats/int8.h"
 #include "formats/nf4.h"
+#include "formats/vq.h"
 
 namespace {
 
@@ -448,6 +449,74 @@ void test_gemm_q(const KernelTable& t) {
             }
 }
 
+// ---- gemm_vq ------------------------------------------------------------------------------------
+
+template <typename Code>
+void run_gemm_vq(const KernelTable& t, int mc, int bits, int64_t M, int64_t N, int64_t K,
+                 Rng& rng) {
+  g_ctx = std::string(qk_isa_name(t.isa)) + " gemm_vq " + std::to_string(mc) + "x" +
+          std::to_string(bits) + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
+          " K=" + std::to_string(K);
+  const int64_t groups = K / 8, entries = int64_t{1} << bits;
+  std::vector<float> cb(static_cast<size_t>(mc * entries * 8));
+  for (float& v : cb) v = rng.uniform(-1.0f, 1.0f);
+  // Exactly N rows of codes; indices include the largest one.
+  std::vector<Code> codes(static_cast<size_t>(N * groups * mc));
+  for (Code& c : codes) c = static_cast<Code>(rng.next() % static_cast<uint32_t>(entries));
+  if (!codes.empty()) codes.back() = static_cast<Code>(entries - 1);
+  const int64_t ldx = K + 3, ldc = N + 2;
+  std::vector<float> x(static_cast<size_t>((M - 1) * ldx + K));
+  for (int64_t i = 0; i < static_cast<int64_t>(x.size()); ++i)
+    x[i] = i % ldx < K ? rng.uniform(-2.0f, 2.0f) : NAN;  // NaN padding must never be read
+  const float guard = -1234.5f;
+  std::vector<float> c(static_cast<size_t>(M * ldc), guard);
+  const qk::VQWeights w{codes.data(), cb.data(), K};
+  t.gemm_vq[qk::vq::variant(mc, bits)](w, x.data(), ldx, c.data(), ldc, M, N);
+  int bad = 0;
+  std::string first;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < ldc; ++n) {
+      const float got = c[m * ldc + n];
+      double ref = guard, tol = 0.0;
+      bool ok;
+      if (n < N) {
+        double sum = 0.0, mag = 0.0;
+        for (int64_t g = 0; g < groups; ++g)
+          for (int64_t k = 0; k < 8; ++k) {
+            double wk = 0.0;
+            for (int q = 0; q < mc; ++q)
+              wk += cb[(q * entries + codes[(n * groups + g) * mc + q]) * 8 + k];
+            const double p = double{x[m * ldx + g * 8 + k]} * wk;
+            sum += p;
+            mag += std::fabs(p);
+          }
+        ref = sum;
+        tol = static_cast<double>(K + 2) * std::numeric_limits<float>::epsilon() * mag;
+        ok = std::fabs(got - ref) <= tol;
+      } else {
+        ok = same_float(got, guard);
+      }
+      if (!ok && bad++ == 0)
+        first = "c[" + std::to_string(m) + ", " + std::to_string(n) + "] = " + str(got) +
+                ", expected " + str(ref) + " within " + str(tol);
+    }
+  CHECK(bad == 0, std::to_string(bad) + " wrong, first " + first);
+}
+
+void test_gemm_vq(const KernelTable& t) {
+  Rng rng;
+  for (int mc : {1, 2})
+    for (int bits : {8, 16})
+      for (int64_t M : {1, 2, 3, 4, 5, 17})
+        for (int64_t N : {1, 3, 4, 5, 9})
+          for (int64_t K : {8, 16, 24, 1000}) {
+            if (bits == 8)
+              run_gemm_vq<uint8_t>(t, mc, bits, M, N, K, rng);
+            else
+              run_gemm_vq<uint16_t>(t, mc, bits, M, N, K, rng);
+          }
+}
+
 }  // namespace
 
 int main() {
@@ -485,6 +554,7 @@ int main() {
     test_gemm_s8(*t, *generic);
     test_gemm_f32_s8(*t);
     test_gemm_q(*t);
+    test_gemm_vq(*t);
   }
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed != 0;

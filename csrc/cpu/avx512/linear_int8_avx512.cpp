@@ -137,8 +137,8 @@ void gemm_f32_s8(const float* x, int64_t ldx, const int8_t* w, int64_t ldw, floa
 
 KernelTable make_table() {
   const bool vnni = __builtin_cpu_supports("avx512vnni");
-  return {QK_ISA_AVX512, quantize_row_int8, vnni ? gemm_s8_avx512vnni : gemm_s8, gemm_f32_s8,
-          kGemmQAvx512};
+  return {QK_ISA_AVX512, quantize_row_int8, vnni ? gemm_s8_avx512vnni : gemm_s8,
+          gemm_f32_s8,   kGemmQAvx512,      kGemmVQAvx512};
 }
 
 }  // namespace

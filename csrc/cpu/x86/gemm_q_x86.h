@@ -20,6 +20,7 @@
 #include "core/kernels.h"
 #include "cpu/prefetch_x86.h"
 #include "cpu/tile_loop.h"
+#include "cpu/x86/hsum_x86.h"
 #include "formats/int3.h"
 #include "formats/int4.h"
 #include "formats/nf4.h"
@@ -86,13 +87,6 @@ struct Int3Dec {
     return v;
   }
 };
-
-inline float hsum_ps(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 template <typename Dec>
 struct QTile : QTileArgs {
