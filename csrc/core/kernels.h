@@ -34,9 +34,12 @@ struct QWeights {
 // code - zero (int4, int3) or nf4::kTableInt8[code] (nf4), for m < M, n < N. The inner integer
 // sums are exact; the fp32 sum over groups is in any order.
 // a: activation panel [M, lda], lda >= blocks * 32, in the format's panel order
-// (formats/<fmt>.h: panel_source) with zeros past K; sa: [M, ldsa] activation scale per group.
+// (formats/<fmt>.h: panel_source) with zeros past K; sa: [M, ldsa] activation scale per group;
+// asum: [M, ldsa, 8] per group, sum_b sum_{i<4} a[m, 32b + 4l + i] for lane l = 0..7 (integers,
+// as fp32), for kernels that apply zero points after the dot product.
 using GemmQFn = void (*)(const QWeights& w, const int8_t* a, int64_t lda, const float* sa,
-                         int64_t ldsa, float* c, int64_t ldc, int64_t M, int64_t N);
+                         const float* asum, int64_t ldsa, float* c, int64_t ldc, int64_t M,
+                         int64_t N);
 
 // One gemm_q per format, indexed by QFormat, defined by each ISA's gemm_q translation unit.
 extern const GemmQFn kGemmQGeneric[kQFormatCount];

@@ -85,7 +85,7 @@ qk_status check_args(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, co
 // the activation scale of each group; nf4 folds its table's 1/127 into that scale.
 void stage_rows(const KernelTable& k, QFormat f, const void* x, qk_dtype d, int64_t ldx, int64_t K,
                 int64_t group, int64_t groups, int64_t r0, int64_t r1, int8_t* panel, int64_t ldp,
-                float* sa) {
+                float* sa, float* asum) {
   const FormatInfo& fi = info(f);
   std::vector<float> xf(static_cast<size_t>(K));
   std::vector<int8_t> q(static_cast<size_t>(K));
@@ -103,6 +103,15 @@ void stage_rows(const KernelTable& k, QFormat f, const void* x, qk_dtype d, int6
         const int64_t src = b * grouped::kBlock + fi.source(p);
         dst[b * grouped::kBlock + p] = src < K ? q[src] : 0;
       }
+    // Lane sums of the panel per group (kernels.h: asum), in panel order like the dot products.
+    for (int64_t g = 0; g < groups; ++g) {
+      int32_t lanes[8] = {};
+      const int64_t b0 = g * (group / grouped::kBlock);
+      const int64_t b1 = std::min(grouped::blocks_per_row(K), b0 + group / grouped::kBlock);
+      for (int64_t i = b0 * grouped::kBlock; i < b1 * grouped::kBlock; ++i)
+        lanes[(i % 32) / 4] += dst[i];
+      for (int l = 0; l < 8; ++l) asum[(r * groups + g) * 8 + l] = static_cast<float>(lanes[l]);
+    }
   }
 }
 
@@ -125,10 +134,12 @@ qk_status linear_q(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, cons
         round_up(std::max<int64_t>(grouped::blocks_per_row(K), 1) * grouped::kBlock, kPanelAlign);
     auto panel = aligned_buffer<int8_t>(M * ldp);
     auto sa = aligned_buffer<float>(M * groups);
+    auto asum = aligned_buffer<float>(M * groups * 8);
     const int64_t rows_per_task = 16;
     parallel_for((M + rows_per_task - 1) / rows_per_task, nt, [&](int64_t t) {
       const int64_t r0 = t * rows_per_task, r1 = std::min(M, r0 + rows_per_task);
-      stage_rows(k, f, x, x_dtype, ldx, K, group, groups, r0, r1, panel.get(), ldp, sa.get());
+      stage_rows(k, f, x, x_dtype, ldx, K, group, groups, r0, r1, panel.get(), ldp, sa.get(),
+                 asum.get());
     });
     const Tiling t = make_tiling(M, N, K, ldp, threads);
     parallel_for(t.tasks(), nt, [&](int64_t task) {
@@ -139,8 +150,8 @@ qk_status linear_q(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, cons
       wt.scales += n0 * groups;
       if (wt.zeros != nullptr) wt.zeros += n0 * groups;
       std::vector<float> out(static_cast<size_t>(mb * nb));
-      k.gemm_q[f](wt, panel.get() + m0 * ldp, ldp, sa.get() + m0 * groups, groups, out.data(), nb,
-                  mb, nb);
+      k.gemm_q[f](wt, panel.get() + m0 * ldp, ldp, sa.get() + m0 * groups,
+                  asum.get() + m0 * groups * 8, groups, out.data(), nb, mb, nb);
       for (int64_t i = 0; i < mb; ++i) {
         float* row = out.data() + i * nb;
         if (bias != nullptr)

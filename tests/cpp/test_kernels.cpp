@@ -391,14 +391,17 @@ void run_gemm_q(const KernelTable& t, qk::QFormat f, int64_t M, int64_t N, int64
       a[m * lda + spec_panel_pos(f, k)] = xa[m * K + k];
     }
   }
-  std::vector<float> sa(static_cast<size_t>(M * groups));
+  std::vector<float> sa(static_cast<size_t>(M * groups)), asum(sa.size() * 8, 0.0f);
   for (float& v : sa) v = rng.uniform(0.001f, 0.02f);
+  for (int64_t m = 0; m < M; ++m)  // lane l: panel bytes 4l..4l+3 of every block of the group
+    for (int64_t i = 0; i < nblocks * 32; ++i)
+      asum[(m * groups + i / 32 / gblocks) * 8 + (i % 32) / 4] += a[m * lda + i];
   const qk::QWeights w{packed.data(), rb,     scales.data(), asym ? zeros.data() : nullptr,
                        sym_zero,      groups, gblocks,       K};
   const int64_t ldc = N + 2;
   const float guard = -1234.5f;
   std::vector<float> c(static_cast<size_t>(M * ldc), guard);
-  t.gemm_q[f](w, a.get(), lda, sa.data(), groups, c.data(), ldc, M, N);
+  t.gemm_q[f](w, a.get(), lda, sa.data(), asum.data(), groups, c.data(), ldc, M, N);
   int bad = 0;
   std::string first;
   for (int64_t m = 0; m < M; ++m)

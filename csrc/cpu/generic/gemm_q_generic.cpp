@@ -32,8 +32,8 @@ struct NF4Values {
 };
 
 template <typename V>
-void gemm_q(const QWeights& w, const int8_t* a, int64_t lda, const float* sa, int64_t ldsa,
-            float* c, int64_t ldc, int64_t M, int64_t N) {
+void gemm_q(const QWeights& w, const int8_t* a, int64_t lda, const float* sa, const float*,
+            int64_t ldsa, float* c, int64_t ldc, int64_t M, int64_t N) {
   constexpr int64_t kRows = 64;  // activation rows per pass: each decoded block serves all of them
   const int64_t nblocks = grouped::blocks_per_row(w.K);
   for (int64_t n = 0; n < N; ++n) {

@@ -139,8 +139,8 @@ struct QTile : QTileArgs {
 };
 
 template <typename Dec>
-void gemm_q(const QWeights& w, const int8_t* a, int64_t lda, const float* sa, int64_t ldsa,
-            float* c, int64_t ldc, int64_t M, int64_t N) {
+void gemm_q(const QWeights& w, const int8_t* a, int64_t lda, const float* sa, const float*,
+            int64_t ldsa, float* c, int64_t ldc, int64_t M, int64_t N) {
   const QTile<Dec> tile{{w, a, lda, sa, ldsa, c, ldc}};
   if (M == 1)
     cpu::for_each_tile<1, 4>(M, N, tile);

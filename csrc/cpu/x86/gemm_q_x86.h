@@ -3,10 +3,17 @@
 // cpu/avx2/gemm_q_avx2.cpp and cpu/avx512/gemm_q_avx512.cpp, so each gets its own copy compiled
 // with its own flags (AVX-512 adds 16 more vector registers, which the larger tiles use).
 //
-// Per 32-weight block: a decoder turns the packed bytes into 32 signed int8 values v in panel
-// order, then vpmaddubsw(|v|, a with v's sign) -> vpmaddwd(1) -> vpaddd. |v| <= 127 and
-// |a| <= 127, so an int16 pair sum is at most 2 * 127 * 127 = 32258: never saturates. The exact
-// int32 sum of a group is scaled once per group: acc += float(isum) * (sa * scale).
+// Per 32-weight block a decoder turns the packed bytes into 32 bytes in panel order, then
+// vpmaddubsw -> vpmaddwd(1) -> vpaddd accumulate exact int32 sums per group:
+// - int4/int3: the unsigned codes u go straight into vpmaddubsw(u, a): u <= 15 and |a| <= 127,
+//   so an int16 pair sum is at most 2 * 15 * 127 = 3810. The zero point is applied once per
+//   group and per lane: lane l of the dot product holds sum a u over bytes 4l..4l+3 of every
+//   block, and the driver's asum8 holds sum a over the same bytes, so lane - z * asum8 (one FMA)
+//   is sum a (u - z) for that lane, exactly: every value is an integer below 2^24 (groups up to
+//   8192 weights), so the lanes carry what the signed path would, with no cancellation.
+// - nf4: signed table values v, vpmaddubsw(|v|, a with v's sign): |v|, |a| <= 127, so a pair
+//   sum is at most 2 * 127 * 127 = 32258 < 32767: never saturates.
+// The group's sum is then scaled once: acc += float(isum) * (sa * scale).
 //
 // Limitations: weight rows are read in whole blocks; a short last block (int4/nf4 when K is not a
 // multiple of 32) goes through a zero-padded stack copy, so nothing past a row is read.
@@ -30,16 +37,20 @@ struct QTileArgs {
   const int8_t* a;
   int64_t lda;
   const float* sa;
+  const float* asum;
   int64_t ldsa;
   float* c;
   int64_t ldc;
 };
 
 // 16 packed bytes -> 32 nibbles in panel order: low nibbles (even elements), then high nibbles.
+// The bytes are broadcast to both 128-bit lanes by the load itself; a per-lane shift (0, then 4)
+// and a mask split them, with no cross-lane shuffle.
 inline __m256i split_nibbles(const uint8_t* p) {
-  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i m = _mm_set1_epi8(0x0F);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
+  const __m256i b =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m256i shifted = _mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+  return _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F));
 }
 
 struct Int4Dec {
@@ -90,8 +101,8 @@ struct Int3Dec {
 
 template <typename Dec>
 struct QTile : QTileArgs {
-  // The signed values of block b of weight row `row` (zero point subtracted for int4/int3).
-  inline __m256i values(const uint8_t* row, int64_t b, __m256i zero) const {
+  // The bytes of block b of weight row `row`: codes (int4/int3) or signed values (nf4).
+  inline __m256i values(const uint8_t* row, int64_t b) const {
     const int64_t off = b * Dec::kBytes;
     __m256i c;
     if (off + Dec::kBytes <= w.row_bytes) {
@@ -101,7 +112,6 @@ struct QTile : QTileArgs {
       std::memcpy(buf, row + off, static_cast<size_t>(w.row_bytes - off));
       c = Dec::codes(buf);
     }
-    if constexpr (Dec::kZeroPoint) c = _mm256_sub_epi8(c, zero);
     return c;
   }
 
@@ -114,10 +124,6 @@ struct QTile : QTileArgs {
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
     const uint8_t* rows = w.packed + n * w.row_bytes;
     for (int64_t g = 0; g < w.groups; ++g) {
-      __m256i zero[NR];
-      for (int j = 0; j < NR; ++j)
-        zero[j] = _mm256_set1_epi8(
-            static_cast<char>(w.zeros != nullptr ? w.zeros[(n + j) * w.groups + g] : w.zero));
       __m256i isum[MR][NR];
       for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NR; ++j) isum[i][j] = _mm256_setzero_si256();
@@ -128,23 +134,33 @@ struct QTile : QTileArgs {
           // Rows two tiles ahead, one prefetch per 64-byte line (see linear_int8_avx2.cpp).
           if (m == 0 && (b * Dec::kBytes) % 64 < Dec::kBytes)
             qk::cpu::prefetch_strip<MR>(rows + (2 * NR + j) * w.row_bytes + b * Dec::kBytes);
-          v[j] = values(rows + j * w.row_bytes, b, zero[j]);
+          v[j] = values(rows + j * w.row_bytes, b);
         }
         for (int i = 0; i < MR; ++i) {
           const __m256i av =
               _mm256_load_si256(reinterpret_cast<const __m256i*>(a + (m + i) * lda + b * 32));
           for (int j = 0; j < NR; ++j) {
-            const __m256i p =
-                _mm256_maddubs_epi16(_mm256_abs_epi8(v[j]), _mm256_sign_epi8(av, v[j]));
+            __m256i p;
+            if constexpr (Dec::kZeroPoint)
+              p = _mm256_maddubs_epi16(v[j], av);
+            else
+              p = _mm256_maddubs_epi16(_mm256_abs_epi8(v[j]), _mm256_sign_epi8(av, v[j]));
             isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_madd_epi16(p, ones));
           }
         }
       }
       for (int i = 0; i < MR; ++i) {
         const __m256 s = _mm256_set1_ps(sa[(m + i) * ldsa + g]);
+        const float* asum8 = asum + ((m + i) * ldsa + g) * 8;
         for (int j = 0; j < NR; ++j) {
           const __m256 d = _mm256_mul_ps(s, _mm256_set1_ps(w.scales[(n + j) * w.groups + g]));
-          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), d, acc[i][j]);
+          __m256 dot = _mm256_cvtepi32_ps(isum[i][j]);
+          if constexpr (Dec::kZeroPoint) {
+            const int z = w.zeros != nullptr ? w.zeros[(n + j) * w.groups + g] : w.zero;
+            dot = _mm256_fnmadd_ps(_mm256_set1_ps(static_cast<float>(z)), _mm256_loadu_ps(asum8),
+                                   dot);
+          }
+          acc[i][j] = _mm256_fmadd_ps(dot, d, acc[i][j]);
         }
       }
     }
@@ -154,9 +170,9 @@ struct QTile : QTileArgs {
 };
 
 template <typename Dec, int GemmMR, int GemmNR>
-void gemm_q(const qk::QWeights& w, const int8_t* a, int64_t lda, const float* sa, int64_t ldsa,
-            float* c, int64_t ldc, int64_t M, int64_t N) {
-  const QTile<Dec> tile{{w, a, lda, sa, ldsa, c, ldc}};
+void gemm_q(const qk::QWeights& w, const int8_t* a, int64_t lda, const float* sa, const float* asum,
+            int64_t ldsa, float* c, int64_t ldc, int64_t M, int64_t N) {
+  const QTile<Dec> tile{{w, a, lda, sa, asum, ldsa, c, ldc}};
   if (M == 1)
     qk::cpu::for_each_tile<1, 4>(M, N, tile);
   else
