@@ -492,6 +492,104 @@ static void test_bad_arguments(void) {
   free(big8), free(bigf);
 }
 
+/* The sub-byte linears on inputs that their int8 activation step reproduces exactly: integer
+ * activations with a 127 in every group (so each group's scale is 1), checked against the
+ * spec's value formulas summed in double. */
+static float nf4_value(int code) {
+  static const int8_t t[16] = {-127, -88, -67, -50, -36, -23, -12, 0,
+                               10,   20,  31,  43,  56,  71,  92,  127};
+  return (float)t[code] / 127.0f;
+}
+
+static void test_subbyte(void) {
+  enum { M = 3, N = 5, K = 96, G = 32, GROUPS = K / G };
+  float x[M * K], y[M * N], scales[N * GROUPS], bias[N], cb[2 * 256 * 8], vscale[N];
+  uint8_t p4[N * K / 2], p3[N * (K / 32) * 12], zeros[N * GROUPS], codes4[N * K], codes3[N * K];
+  uint8_t vcodes[N * (K / 8) * 2];
+  for (int m = 0; m < M; ++m)
+    for (int k = 0; k < K; ++k)
+      x[m * K + k] = k % G == (m * 7) % G ? 127.0f : (float)((int)(rnd() % 255) - 127);
+  for (int i = 0; i < N * GROUPS; ++i)
+    scales[i] = rnd_float(0.25f, 2.0f), zeros[i] = (uint8_t)(rnd() % 8);
+  for (int i = 0; i < N; ++i) bias[i] = rnd_float(-1, 1), vscale[i] = rnd_float(0.5f, 1.5f);
+  for (int i = 0; i < 2 * 256 * 8; ++i) cb[i] = rnd_float(-1, 1);
+  for (int i = 0; i < N * (K / 8) * 2; ++i) vcodes[i] = (uint8_t)rnd();
+  memset(p4, 0, sizeof p4), memset(p3, 0, sizeof p3);
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k) {
+      const int c4 = (int)(rnd() % 16), c3 = (int)(rnd() % 8);
+      codes4[n * K + k] = (uint8_t)c4, codes3[n * K + k] = (uint8_t)c3;
+      p4[n * K / 2 + k / 2] |= (uint8_t)(c4 << (4 * (k % 2)));
+      uint8_t* blk = p3 + n * (K / 32) * 12 + (k / 32) * 12;
+      const int i = k % 32;
+      blk[i % 8] |= (uint8_t)((c3 & 3) << (2 * (i / 8)));
+      blk[8 + i / 8] |= (uint8_t)(((c3 >> 2) & 1) << (i % 8));
+    }
+  for (int f = 0; f < 5; ++f) {
+    static const char* const names[5] = {"int4 sym", "int4 asym", "int3 asym", "nf4", "vq 2x8"};
+    snprintf(g_ctx, sizeof g_ctx, "%s", names[f]);
+    qk_status st;
+    if (f < 2)
+      st = qk_linear_int4(x, QK_F32, K, p4, scales, f == 1 ? zeros : NULL, G, bias, y, N, M, N, K);
+    else if (f == 2)
+      st = qk_linear_int3(x, QK_F32, K, p3, scales, zeros, G, bias, y, N, M, N, K);
+    else if (f == 3)
+      st = qk_linear_nf4(x, QK_F32, K, p4, scales, G, bias, y, N, M, N, K);
+    else
+      st = qk_linear_vq(x, QK_F32, K, vcodes, 2, 8, cb, vscale, bias, y, N, M, N, K);
+    EXPECT_OK(st);
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) {
+        double ref = bias[n], mag = fabs(bias[n]);
+        for (int k = 0; k < K; ++k) {
+          const int g = k / G;
+          double w;
+          if (f == 0)
+            w = scales[n * GROUPS + g] * (codes4[n * K + k] - 8);
+          else if (f == 1)
+            w = scales[n * GROUPS + g] * (codes4[n * K + k] - (zeros[n * GROUPS + g] & 15));
+          else if (f == 2)
+            w = scales[n * GROUPS + g] * (codes3[n * K + k] - zeros[n * GROUPS + g]);
+          else if (f == 3)
+            w = scales[n * GROUPS + g] * nf4_value(codes4[n * K + k]);
+          else {
+            const uint8_t* c = vcodes + (n * (K / 8) + k / 8) * 2;
+            w = vscale[n] * ((double)cb[c[0] * 8 + k % 8] + cb[(256 + c[1]) * 8 + k % 8]);
+          }
+          ref += x[m * K + k] * w;
+          mag += fabs(x[m * K + k] * w);
+        }
+        CHECK(fabs(y[m * N + n] - ref) <= 1e-5 * mag, "y[%d, %d] = %.9g, expected %.9g", m, n,
+              y[m * N + n], ref);
+      }
+  }
+  /* Bad arguments name the argument. */
+  snprintf(g_ctx, sizeof g_ctx, "sub-byte bad arguments");
+  EXPECT_INVALID(qk_linear_int4(x, QK_F32, K, p4, scales, NULL, 48, NULL, y, N, M, N, K),
+                 "qk_linear_int4", "group_size");
+  EXPECT_INVALID(qk_linear_int4(x, QK_F32, K, p4, scales, NULL, G, NULL, y, N, M, N, K - 1),
+                 "qk_linear_int4", "K");
+  EXPECT_INVALID(qk_linear_int4(x, QK_F32, K, NULL, scales, NULL, G, NULL, y, N, M, N, K),
+                 "qk_linear_int4", "packed");
+  EXPECT_INVALID(qk_linear_int3(x, QK_F32, K, p3, NULL, NULL, G, NULL, y, N, M, N, K),
+                 "qk_linear_int3", "scales");
+  zeros[N * GROUPS - 1] = 8;
+  EXPECT_INVALID(qk_linear_int3(x, QK_F32, K, p3, scales, zeros, G, NULL, y, N, M, N, K),
+                 "qk_linear_int3", "zeros");
+  EXPECT_INVALID(qk_linear_nf4(x, QK_F32, K, p4, scales, 48, NULL, y, N, M, N, K), "qk_linear_nf4",
+                 "block_size");
+  EXPECT_INVALID(qk_linear_nf4(x, QK_F32, K, p4, NULL, G, NULL, y, N, M, N, K), "qk_linear_nf4",
+                 "absmax");
+  EXPECT_INVALID(qk_linear_vq(x, QK_F32, K, vcodes, 3, 8, cb, vscale, NULL, y, N, M, N, K),
+                 "qk_linear_vq", "num_codebooks x codebook_bits");
+  EXPECT_INVALID(qk_linear_vq(x, QK_F32, K, vcodes, 2, 8, cb, vscale, NULL, y, N, M, N, K - 4),
+                 "qk_linear_vq", "K");
+  EXPECT_INVALID(qk_linear_vq(x, QK_F32, K, vcodes, 2, 8, NULL, vscale, NULL, y, N, M, N, K),
+                 "qk_linear_vq", "codebooks");
+  EXPECT_INVALID(qk_linear_vq(x, QK_F32, K, vcodes, 2, 8, cb, NULL, NULL, y, N, M, N, K),
+                 "qk_linear_vq", "scales");
+}
+
 int main(void) {
   test_state();
   const char* env = getenv("QKERNELS_ISA");
@@ -508,6 +606,7 @@ int main(void) {
       test_env_unsupported(env);
     }
     test_isa();
+    test_subbyte();
   } else {
     for (int i = 0; i < QK_ISA_COUNT; ++i) {
       if (!qk_isa_available((qk_isa)i)) continue;
@@ -516,6 +615,7 @@ int main(void) {
       CHECK((int)qk_isa_active() == i, "the active path is %s", qk_isa_name(qk_isa_active()));
       printf("testing %s\n", qk_isa_name((qk_isa)i));
       test_isa();
+      test_subbyte();
     }
   }
   test_bad_arguments();
