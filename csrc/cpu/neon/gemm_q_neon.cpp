@@ -6,7 +6,7 @@
 // codes up with vqtbl1q (the register LUT); int3 expands its 2+1 bit planes. vmull_s8 +
 // vmlal_high_s8 add two products in int16 (at most 2 * 127 * 127 = 32258), vpadalq_s16 widens
 // into int32, and the exact int32 sum of a group is scaled once: acc += float(isum) * (sa * s).
-// Tiles: 1 x 4 at batch 1, 2 x 4 above; a short last int4/nf4 block is read through a zero-padded
+// Tiles: 1 x 4 at batch 1, 2 x 4 above; a short last int4/nf4 block is read from a zero-padded
 // copy, so nothing past a row is loaded.
 #include <arm_neon.h>
 
@@ -78,23 +78,6 @@ struct QTileArgs {
 
 template <typename Dec>
 struct QTile : QTileArgs {
-  inline Halves values(const uint8_t* row, int64_t b, int8x16_t zero) const {
-    const int64_t off = b * Dec::kBytes;
-    Halves h;
-    if (off + Dec::kBytes <= w.row_bytes) {
-      h = Dec::codes(row + off);
-    } else {
-      alignas(16) uint8_t buf[Dec::kBytes] = {};
-      std::memcpy(buf, row + off, static_cast<size_t>(w.row_bytes - off));
-      h = Dec::codes(buf);
-    }
-    if constexpr (Dec::kZeroPoint) {
-      h.lo = vsubq_s8(h.lo, zero);
-      h.hi = vsubq_s8(h.hi, zero);
-    }
-    return h;
-  }
-
   template <int MR, int NR>
   inline void run(int64_t m, int64_t n) const {
     const int64_t nblocks = grouped::blocks_per_row(w.K);
@@ -102,6 +85,14 @@ struct QTile : QTileArgs {
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) acc[i][j] = vdupq_n_f32(0.0f);
     const uint8_t* rows = w.packed + n * w.row_bytes;
+    // A short last block (int4/nf4 with K % 32 != 0) is copied out of each row before the loops,
+    // so no call inside them forces the accumulators out of registers.
+    const int64_t full = w.row_bytes / Dec::kBytes;
+    alignas(16) uint8_t tail[NR][Dec::kBytes] = {};
+    if (full < nblocks)
+      for (int j = 0; j < NR; ++j)
+        std::memcpy(tail[j], rows + j * w.row_bytes + full * Dec::kBytes,
+                    static_cast<size_t>(w.row_bytes - full * Dec::kBytes));
     for (int64_t g = 0; g < w.groups; ++g) {
       int8x16_t zero[NR];
       for (int j = 0; j < NR; ++j)
@@ -113,7 +104,13 @@ struct QTile : QTileArgs {
       const int64_t b1 = std::min(nblocks, (g + 1) * w.group_blocks);
       for (int64_t b = g * w.group_blocks; b < b1; ++b) {
         Halves v[NR];
-        for (int j = 0; j < NR; ++j) v[j] = values(rows + j * w.row_bytes, b, zero[j]);
+        for (int j = 0; j < NR; ++j) {
+          v[j] = Dec::codes(b < full ? rows + j * w.row_bytes + b * Dec::kBytes : tail[j]);
+          if constexpr (Dec::kZeroPoint) {
+            v[j].lo = vsubq_s8(v[j].lo, zero[j]);
+            v[j].hi = vsubq_s8(v[j].hi, zero[j]);
+          }
+        }
         for (int i = 0; i < MR; ++i) {
           const int8_t* ap = a + (m + i) * lda + b * 32;
           const int8x16_t a0 = vld1q_s8(ap), a1 = vld1q_s8(ap + 16);

@@ -16,7 +16,7 @@
 // The group's sum is then scaled once: acc += float(isum) * (sa * scale).
 //
 // Limitations: weight rows are read in whole blocks; a short last block (int4/nf4 when K is not a
-// multiple of 32) goes through a zero-padded stack copy, so nothing past a row is read.
+// multiple of 32) goes through a zero-padded copy, so nothing past a row is read.
 #pragma once
 
 #include <immintrin.h>
@@ -101,45 +101,39 @@ struct Int3Dec {
 
 template <typename Dec>
 struct QTile : QTileArgs {
-  // The bytes of block b of weight row `row`: codes (int4/int3) or signed values (nf4).
-  inline __m256i values(const uint8_t* row, int64_t b) const {
-    const int64_t off = b * Dec::kBytes;
-    __m256i c;
-    if (off + Dec::kBytes <= w.row_bytes) {
-      c = Dec::codes(row + off);
-    } else {
-      alignas(16) uint8_t buf[Dec::kBytes] = {};
-      std::memcpy(buf, row + off, static_cast<size_t>(w.row_bytes - off));
-      c = Dec::codes(buf);
-    }
-    return c;
-  }
-
   template <int MR, int NR>
   inline void run(int64_t m, int64_t n) const {
     const __m256i ones = _mm256_set1_epi16(1);
     const int64_t nblocks = qk::grouped::blocks_per_row(w.K);
-    __m256 acc[MR][NR];
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+    // The fp32 accumulators are touched once per group and live in memory, so the registers hold
+    // the int32 sums that every block updates (acc + isum of a 3 x 2 tile would not fit in 16).
+    alignas(32) float acc[MR][NR][8] = {};
     const uint8_t* rows = w.packed + n * w.row_bytes;
+    // A short last block (int4/nf4 with K % 32 != 0) is copied out of each row here, before the
+    // loops: a memcpy call inside them would force the int32 sums out of registers.
+    const int64_t full = w.row_bytes / Dec::kBytes;
+    alignas(16) uint8_t tail[NR][Dec::kBytes] = {};
+    if (full < nblocks)
+      for (int j = 0; j < NR; ++j)
+        std::memcpy(tail[j], rows + j * w.row_bytes + full * Dec::kBytes,
+                    static_cast<size_t>(w.row_bytes - full * Dec::kBytes));
     for (int64_t g = 0; g < w.groups; ++g) {
       __m256i isum[MR][NR];
-      for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NR; ++j) isum[i][j] = _mm256_setzero_si256();
+      _Pragma("GCC unroll 8") for (int i = 0; i < MR; ++i)
+          _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) isum[i][j] = _mm256_setzero_si256();
       const int64_t b1 = std::min(nblocks, (g + 1) * w.group_blocks);
       for (int64_t b = g * w.group_blocks; b < b1; ++b) {
         __m256i v[NR];
-        for (int j = 0; j < NR; ++j) {
+        _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) {
           // Rows two tiles ahead, one prefetch per 64-byte line (see linear_int8_avx2.cpp).
-          if (m == 0 && (b * Dec::kBytes) % 64 < Dec::kBytes)
+          if (m == 0 && static_cast<uint64_t>(b * Dec::kBytes) % 64 < Dec::kBytes)
             qk::cpu::prefetch_strip<MR>(rows + (2 * NR + j) * w.row_bytes + b * Dec::kBytes);
-          v[j] = values(rows + j * w.row_bytes, b);
+          v[j] = Dec::codes(b < full ? rows + j * w.row_bytes + b * Dec::kBytes : tail[j]);
         }
-        for (int i = 0; i < MR; ++i) {
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; ++i) {
           const __m256i av =
               _mm256_load_si256(reinterpret_cast<const __m256i*>(a + (m + i) * lda + b * 32));
-          for (int j = 0; j < NR; ++j) {
+          _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) {
             __m256i p;
             if constexpr (Dec::kZeroPoint)
               p = _mm256_maddubs_epi16(v[j], av);
@@ -149,10 +143,10 @@ struct QTile : QTileArgs {
           }
         }
       }
-      for (int i = 0; i < MR; ++i) {
+      _Pragma("GCC unroll 8") for (int i = 0; i < MR; ++i) {
         const __m256 s = _mm256_set1_ps(sa[(m + i) * ldsa + g]);
         const float* asum8 = asum + ((m + i) * ldsa + g) * 8;
-        for (int j = 0; j < NR; ++j) {
+        _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) {
           const __m256 d = _mm256_mul_ps(s, _mm256_set1_ps(w.scales[(n + j) * w.groups + g]));
           __m256 dot = _mm256_cvtepi32_ps(isum[i][j]);
           if constexpr (Dec::kZeroPoint) {
@@ -160,12 +154,13 @@ struct QTile : QTileArgs {
             dot = _mm256_fnmadd_ps(_mm256_set1_ps(static_cast<float>(z)), _mm256_loadu_ps(asum8),
                                    dot);
           }
-          acc[i][j] = _mm256_fmadd_ps(dot, d, acc[i][j]);
+          _mm256_store_ps(acc[i][j], _mm256_fmadd_ps(dot, d, _mm256_load_ps(acc[i][j])));
         }
       }
     }
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) c[(m + i) * ldc + n + j] = hsum_ps(acc[i][j]);
+    _Pragma("GCC unroll 8") for (int i = 0; i < MR; ++i)
+        _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) c[(m + i) * ldc + n + j] =
+            hsum_ps(_mm256_load_ps(acc[i][j]));
   }
 };
 
