@@ -177,6 +177,8 @@ def _dynamic_codes(x: torch.Tensor) -> torch.Tensor:
     pivot = torch.full(x.shape, 127, dtype=torch.long)
     lower_pivot = torch.zeros_like(pivot)
     upper_pivot = torch.full_like(pivot, 255)
+    # The kernel starts from -1 and 1 and swaps in code[0] / code[255] when a bound was never
+    # moved; starting from those entries is the same.
     lower = torch.full(x.shape, float(m[0]))
     upper = torch.full(x.shape, float(m[255]))
     val = m[pivot]
