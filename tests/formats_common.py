@@ -91,6 +91,7 @@ def spec_rtn(w: torch.Tensor, group: int, symmetric: bool, qmax: int) -> tuple[t
                 if mn == mx:
                     d, z = (f32(0.0), f32(0.0)) if float(mn) == 0 else (mn / f32(-sym_zero), f32(sym_zero))
                 else:
+                    mn, mx = torch.clamp(mn, max=0), torch.clamp(mx, min=0)  # the range includes 0
                     d = mx / f32(qmax) - mn / f32(qmax)
                     z = torch.clamp(torch.round(-mn / d), 0, qmax)
             q = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from qkernels.benchmarks import run_bench
+from qkernels.benchmarks import run_bench, subbyte
 from qkernels.benchmarks.int8 import BASELINES, METHODS
 from qkernels.benchmarks.roofline import TimingOpts, pool_copies, time_calls
 
@@ -65,7 +65,7 @@ def test_int8_bench_bandwidth_override_and_method_subset(tmp_path):
 
 
 def test_run_bench_rejects_an_unknown_format():
-    with pytest.raises(ValueError, match="fmt: expected one of int8, got 'int5'"):
+    with pytest.raises(ValueError, match="fmt: expected one of int8, int4, int3, nf4, vq, got 'int5'"):
         run_bench("int5", [])
 
 
@@ -88,3 +88,20 @@ def test_time_calls_rotates_through_the_pool_and_counts_reps():
     assert timing.reps == 4
     assert seen == list(range(5))  # one warm-up call, then four timed ones with the next indices
     assert 0 <= timing.best_s <= timing.median_s
+
+
+@pytest.mark.parametrize("fmt", ["int4", "int3", "nf4", "vq"])
+def test_subbyte_bench_writes_every_row(fmt, tmp_path, capsys):
+    path = tmp_path / f"{fmt}.json"
+    assert run_bench(fmt, [*TINY, "--json", str(path)]) == 0
+    doc = json.loads(path.read_text())
+    methods = list(subbyte.DEFAULT_METHODS[fmt])
+    assert doc["config"]["format"] == fmt
+    assert [(r["M"], r["method"]) for r in doc["rows"]] == [(m, name) for m in (1, 3) for name in methods]
+    for r in doc["rows"]:
+        assert r["us"] > 0 and r["gbps"] > 0 and r["speedup_vs_fp32"] > 0, r
+        # The sub-byte modules stream fewer bytes than 1 per weight, except 1x16 VQ on this tiny
+        # layer: its 65536-entry codebook (1 MiB in fp16) outweighs 32768 weights.
+        if subbyte.METHODS[r["method"]].is_qkernels and r["method"] != "vq1x16":
+            assert r["weight_bytes"] < 128 * 256, r
+    assert "## Summary" in capsys.readouterr().out

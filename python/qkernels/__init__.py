@@ -13,9 +13,33 @@ _native.check_env_isa()
 from . import formats, nn, ops, reference  # noqa: E402  (ops registers torch.ops.qkernels.*)
 from ._native import set_isa  # noqa: E402
 from .info import info  # noqa: E402
-from .quantize import Int8Config, quantize_  # noqa: E402
+from .quantize import (  # noqa: E402
+    FORMAT_CONFIGS,
+    Int3Config,
+    Int4Config,
+    Int8Config,
+    NF4Config,
+    VQConfig,
+    quantize_,
+)
 from .serialization import load, save  # noqa: E402
 
 __version__ = _native._C.version()
 
-__all__ = ["Int8Config", "formats", "info", "load", "nn", "ops", "quantize_", "reference", "save", "set_isa"]
+__all__ = [
+    "FORMAT_CONFIGS",
+    "Int3Config",
+    "Int4Config",
+    "Int8Config",
+    "NF4Config",
+    "VQConfig",
+    "formats",
+    "info",
+    "load",
+    "nn",
+    "ops",
+    "quantize_",
+    "reference",
+    "save",
+    "set_isa",
+]

@@ -1,4 +1,4 @@
-"""The ``qkernels`` command: ``info | bench | demo``."""
+"""The ``qkernels`` command: ``info | bench | demo | report``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(args.rest)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .eval.report_cli import main as report_main
+
+    return report_main(args.rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,13 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser(
         "bench", add_help=False, help="roofline benchmark of one format (see `qkernels bench int8 -h`)"
     )
-    p.add_argument("format", choices=["int8"])
+    p.add_argument("format", choices=["int8", "int4", "int3", "nf4", "vq"])
     p.set_defaults(fn=_bench)
     p = sub.add_parser(
         "demo", add_help=False, help="quantize real models with every format and print the tables"
     )
     p.set_defaults(fn=_demo)
-    # Options after `bench FORMAT` and `demo` belong to those programs, which parse them themselves
+    p = sub.add_parser(
+        "report",
+        add_help=False,
+        help="compare a model with its quantized copies and write an HTML/JSON report "
+        "(see `qkernels report -h`)",
+    )
+    p.set_defaults(fn=_report)
+    # Options after `bench FORMAT`, `demo` and `report` belong to those programs, which parse them themselves
     # (and answer -h with their own help).
     args, rest = parser.parse_known_args(argv)
     if args.command == "info" and rest:

@@ -181,3 +181,19 @@ def _linear_fake(op: str):
 
 linear_int8_w8a8.register_fake(_linear_fake("linear_int8_w8a8"))
 linear_int8_w8a16.register_fake(_linear_fake("linear_int8_w8a16"))
+
+# The sub-byte ops live in their own modules; importing them here registers them with
+# torch.ops.qkernels and makes them part of this public surface.
+from .ops_grouped import linear_int3, linear_int4, linear_nf4  # noqa: E402
+from .ops_vq import linear_vq  # noqa: E402
+
+__all__ = [
+    "linear_int3",
+    "linear_int4",
+    "linear_int8_w8a8",
+    "linear_int8_w8a16",
+    "linear_nf4",
+    "linear_vq",
+    "matmul_int8",
+    "quantize_int8",
+]

@@ -30,10 +30,8 @@ Timing, pools, peaks and columns are described in :mod:`.roofline`; how to run, 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
 
 import torch
@@ -42,6 +40,7 @@ from torch import Tensor
 
 from .. import nn as qnn
 from .. import ops
+from . import harness as h
 from . import roofline as rl
 
 SHAPES = "4096x4096,11008x4096,4096x11008,14336x4096"
@@ -52,13 +51,8 @@ SUMMARY_SHAPE = "11008x4096"
 SUMMARY_BATCHES = (128, 512)
 
 
-class Source:
+class Source(h.Source):
     """The weights of one shape: a float32 matrix and, on first use, its qkernels int8 codes."""
-
-    def __init__(self, n: int, k: int, seed: int) -> None:
-        gen = torch.Generator().manual_seed(seed)
-        self.n, self.k = n, k
-        self.weight = torch.randn(n, k, generator=gen) / math.sqrt(k)
 
     @cached_property
     def int8(self) -> tuple[Tensor, Tensor]:
@@ -88,30 +82,15 @@ def _int8_linear(weight_only: bool) -> Callable[[Source], Callable[[Tensor], Ten
     return build
 
 
-@dataclass(frozen=True)
-class Method:
-    name: str  # --methods and JSON key
-    label: str  # table label
-    peak: str  # the compute peak its roofline uses
-    x_dtype: torch.dtype
-    bytes_per_weight: int
-    scale_bytes_per_row: int
-    build: Callable[[Source], Callable[[Tensor], Tensor]]  # one pool copy with its own weights
-    is_qkernels: bool = False  # flagged when slower than F.linear fp32
-
-    def weight_bytes(self, n: int, k: int) -> int:
-        return n * k * self.bytes_per_weight + n * self.scale_bytes_per_row
-
-
 # Columns: name, label, compute peak, activation dtype, bytes per weight, scale bytes per row, builder.
 METHODS = {
     m.name: m
     for m in (
-        Method("fp32", "F.linear fp32", "fp32", torch.float32, 4, 0, _dense(torch.float32)),
-        Method("bf16", "F.linear bf16", "fp32", torch.bfloat16, 2, 0, _dense(torch.bfloat16)),
-        Method("qdyn", "quantize_dynamic", "int8", torch.float32, 1, 0, _qdyn),
-        Method("w8a8", "qk w8a8", "int8", torch.float32, 1, 4, _int8_linear(False), is_qkernels=True),
-        Method("w8a16", "qk w8a16", "fp32", torch.float32, 1, 4, _int8_linear(True), is_qkernels=True),
+        h.Method("fp32", "F.linear fp32", "fp32", torch.float32, 4, 0, _dense(torch.float32)),
+        h.Method("bf16", "F.linear bf16", "fp32", torch.bfloat16, 2, 0, _dense(torch.bfloat16)),
+        h.Method("qdyn", "quantize_dynamic", "int8", torch.float32, 1, 0, _qdyn),
+        h.Method("w8a8", "qk w8a8", "int8", torch.float32, 1, 4, _int8_linear(False), is_qkernels=True),
+        h.Method("w8a16", "qk w8a16", "fp32", torch.float32, 1, 4, _int8_linear(True), is_qkernels=True),
     )
 }
 
@@ -126,66 +105,6 @@ def _parse_methods(text: str) -> list[str]:
     return names
 
 
-def _bench_method(method: Method, src: Source, args: argparse.Namespace) -> list[dict]:
-    nbytes = method.weight_bytes(src.n, src.k)
-    pool = rl.build_pool(lambda: method.build(src), nbytes, args.pool_mib * rl.MIB)
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    rows = []
-    for m in args.batches:
-        x = torch.randn(m, src.k, generator=gen).to(method.x_dtype)
-        timing = rl.time_calls(lambda i, x=x: pool[i % len(pool)](x), rl.timing_opts(args))
-        rows.append(
-            {
-                "shape": f"{src.n}x{src.k}",
-                "N": src.n,
-                "K": src.k,
-                "M": m,
-                "method": method.name,
-                "us": timing.median_s * 1e6,
-                "weight_bytes": nbytes,
-                "ops": 2 * m * src.n * src.k,
-                "peak": method.peak,
-                "reps": timing.reps,
-                "pool_copies": len(pool),
-            }
-        )
-    return rows
-
-
-def _flag_slow(rows: list[dict]) -> None:
-    for r in rows:
-        speedup = r["speedup_vs_fp32"]
-        slow = METHODS[r["method"]].is_qkernels and speedup is not None and speedup < 1
-        r["flag"] = "SLOWER THAN fp32" if slow else ""
-
-
-COLUMNS = [
-    rl.Column("M", "M"),
-    rl.Column("method", "label", left=True),
-    rl.Column("µs", "us", "{:.1f}"),
-    rl.Column("GB/s", "gbps", "{:.2f}"),
-    rl.Column("G(FL)OP/s", "gflops", "{:.1f}"),
-    rl.Column("% roof", "pct_roofline", "{:.1f}"),
-    rl.Column("bound", "bound", left=True),
-    rl.Column("x fp32", "speedup_vs_fp32", "{:.2f}"),
-    rl.Column("x bf16", "speedup_vs_bf16", "{:.2f}"),
-    rl.Column("x qdyn", "speedup_vs_qdyn", "{:.2f}"),
-    rl.Column("reps", "reps"),
-    rl.Column("", "flag", left=True),
-]
-
-
-def _print_tables(rows: list[dict], pool_mib: int) -> None:
-    for shape in dict.fromkeys(r["shape"] for r in rows):
-        print(f"\n## N x K = {shape}  (each method rotates through > {pool_mib} MiB of weights)")
-        mine = [r | {"label": METHODS[r["method"]].label} for r in rows if r["shape"] == shape]
-        print(rl.format_table(COLUMNS, mine))
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
 def _print_summary(rows: list[dict]) -> None:
     print("\n## Summary")
     find = {(r["shape"], r["M"], r["method"]): r for r in rows}
@@ -196,7 +115,7 @@ def _print_summary(rows: list[dict]) -> None:
             if r:
                 print(
                     f"M=1    {shape:>11} {name:5}: {r['gbps']:6.2f} GB/s "
-                    f"({r['pct_roofline']:.0f}% of bandwidth), vs qdyn {_ratio(r['speedup_vs_qdyn'])}"
+                    f"({r['pct_roofline']:.0f}% of bandwidth), vs qdyn {h.ratio(r['speedup_vs_qdyn'])}"
                 )
     large = [SUMMARY_SHAPE] if SUMMARY_SHAPE in shapes else shapes
     for shape in large:
@@ -205,8 +124,8 @@ def _print_summary(rows: list[dict]) -> None:
             if r:
                 print(
                     f"M={m:<4} {shape:>11} w8a8 : {r['gflops']:6.1f} GOPS "
-                    f"({r['pct_roofline']:.0f}% of int8 peak), vs qdyn {_ratio(r['speedup_vs_qdyn'])}, "
-                    f"vs bf16 {_ratio(r['speedup_vs_bf16'])}"
+                    f"({r['pct_roofline']:.0f}% of int8 peak), vs qdyn {h.ratio(r['speedup_vs_qdyn'])}, "
+                    f"vs bf16 {h.ratio(r['speedup_vs_bf16'])}"
                 )
     slow = [r for r in rows if r["flag"]]
     if not any(r["method"] == "fp32" for r in rows):
@@ -249,7 +168,7 @@ def _measure_rows(args: argparse.Namespace) -> list[dict]:
             for name in args.methods:
                 # Progress on stderr: the tables only come at the end, minutes later.
                 print(f"# measuring {n}x{k} {name}", file=sys.stderr, flush=True)
-                rows += _bench_method(METHODS[name], src, args)
+                rows += h.bench_method(METHODS[name], src, args)
                 rl.free_memory()
             del src  # before the next shape's weights are made
     order = {name: i for i, name in enumerate(args.methods)}
@@ -267,9 +186,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     machine |= rl.peaks_info(peaks)
     rl.add_metrics(rows, peaks)
     rl.add_speedups(rows, BASELINES)
-    _flag_slow(rows)
+    h.flag_slow(rows, METHODS)
     rl.print_peaks(machine)
-    _print_tables(rows, args.pool_mib)
+    h.print_tables(rows, args.pool_mib, METHODS)
     _print_summary(rows)
     if args.json:
         config = {k: v for k, v in vars(args).items() if k != "json"}
@@ -278,7 +197,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, fmt: str = "int8") -> int:
     args = build_parser().parse_args(argv)
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)

@@ -181,13 +181,17 @@ def _rtn(fmt: GroupFormat, x: torch.Tensor, symmetric: bool) -> tuple[torch.Tens
     z_sym = torch.full_like(v, fmt.sym_zero)
     if symmetric:
         return d_sym, z_sym
-    mn, mx = x.amin(-1), x.amax(-1)
+    # The range always includes 0 (as torch's asymmetric observers do): then z = -mn/d lies in
+    # [0, qmax] and a group of one sign keeps both ends, instead of losing the end that a clamped
+    # zero cannot reach.
+    lo, hi = x.amin(-1), x.amax(-1)
+    mn, mx = lo.clamp(max=0), hi.clamp(min=0)
     # Dividing each end first keeps mx - mn from overflowing when both are near the fp32 limit.
     d = mx / fmt.qmax - mn / fmt.qmax
     z = torch.round(-mn / torch.where(d == 0, torch.ones_like(d), d)).clamp_(0, fmt.qmax)
-    # A constant group (d == 0) c != 0 takes the symmetric rule, which represents c exactly; c == 0
-    # keeps d = 0 with zero 0.
-    const = d == 0
+    # A constant group c != 0 takes the symmetric rule, which represents c exactly; c == 0 keeps
+    # d = 0 with zero 0.
+    const = lo == hi
     d = torch.where(const, d_sym, d)
     z = torch.where(const, torch.where(v == 0, torch.zeros_like(z), z_sym), z)
     return d, z

@@ -22,8 +22,13 @@ registered there, and a class is registered only if it keeps this contract:
   float32 ``[out, in]`` weight that ``forward`` uses.
 """
 
+from .grouped_linear import Int3Linear, Int4Linear
 from .int8_linear import Int8Linear
+from .nf4_linear import NF4Linear
+from .vq_linear import VQLinear
 
-MODULES: dict[str, type] = {cls.format_name: cls for cls in (Int8Linear,)}
+MODULES: dict[str, type] = {
+    cls.format_name: cls for cls in (Int8Linear, Int4Linear, Int3Linear, NF4Linear, VQLinear)
+}
 
-__all__ = ["MODULES", "Int8Linear"]
+__all__ = ["MODULES", "Int3Linear", "Int4Linear", "Int8Linear", "NF4Linear", "VQLinear"]
