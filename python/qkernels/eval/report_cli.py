@@ -1,0 +1,113 @@
+"""``qkernels report``: quantize a model with each format, compare every copy with the float model and
+write the report (JSON, Markdown, HTML and PNG plots) into a directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..quantize import FORMAT_CONFIGS
+from .compare import compare_formats
+from .layerwise import allocate
+from .models import BUILTIN_MODELS, load_workload
+from .report import format_summary, write_report
+from .report_tables import allocation_table, text_table
+
+INSTALL_HINT = (
+    "the built-in models need scikit-learn, sentence-transformers and the model, the plots matplotlib: "
+    "pip install 'qkernels[demo,plot]'"
+)
+MIXED = "mixed"
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="qkernels report", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--model",
+        required=True,
+        help=f"a built-in model ({', '.join(BUILTIN_MODELS)}) or module.path:callable returning "
+        "(model, inputs, task[, labels])",
+    )
+    p.add_argument(
+        "--formats",
+        default=",".join(FORMAT_CONFIGS),
+        help=f"comma-separated formats (default all: {','.join(FORMAT_CONFIGS)})",
+    )
+    p.add_argument("--data", help="data for the model: for minilm a text file with one sentence per line")
+    p.add_argument("--samples", type=int, help="evaluate on this many samples (default: the model's own)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        help="also pick a format per layer (or fp32) within this many bits per weight, from --formats, "
+        f"and report that model as {MIXED!r}",
+    )
+    p.add_argument(
+        "--latency-repeats", type=int, default=10, help="timed calls per model (default 10; 0 skips)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="directory to write the report into")
+    p.add_argument("--title", help="the report's title (default: '<model>: quantization report')")
+    # `qkernels report -- --out x` reaches here with the "--" still in front.
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    args = p.parse_args(argv)
+    args.formats = list(dict.fromkeys(f.strip() for f in args.formats.split(",") if f.strip()))
+    unknown = [f for f in args.formats if f not in FORMAT_CONFIGS]
+    if unknown or not args.formats:
+        p.error(f"--formats: expected names from {', '.join(FORMAT_CONFIGS)}, got {args.formats or '(none)'}")
+    if args.samples is not None and args.samples < 1:
+        p.error(f"--samples: expected a positive integer, got {args.samples}")
+    if args.latency_repeats < 0:
+        p.error(f"--latency-repeats: expected an integer >= 0, got {args.latency_repeats}")
+    if args.budget is not None and not args.budget > 0:
+        p.error(f"--budget: expected a positive number of bits per weight, got {args.budget}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command; returns the exit status (2 for a missing optional dependency or bad model)."""
+    args = _parse_args(argv)
+    print(f"loading {args.model} ...", file=sys.stderr)
+    try:
+        work = load_workload(args.model, args.samples, args.data)
+    except ImportError as e:
+        print(f"qkernels report: {INSTALL_HINT} ({e})", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as e:
+        print(f"qkernels report: {e}", file=sys.stderr)
+        return 2
+    specs: dict[str, object] = {f: f for f in args.formats}
+    allocation = None
+    if args.budget is not None:
+        candidates = [FORMAT_CONFIGS[f] for f in args.formats] + [None]
+        try:
+            allocation = allocate(work.model, candidates, args.budget, inputs=work.inputs)
+        except ValueError as e:
+            print(f"qkernels report: --budget: {e}", file=sys.stderr)
+            return 2
+        if all(c is None for c in allocation.mapping.values()):
+            print(
+                f"qkernels report: --budget {args.budget:g} keeps every layer fp32; no {MIXED!r} model",
+                file=sys.stderr,
+            )
+            allocation = None
+        else:
+            specs[MIXED] = allocation.mapping
+    results = compare_formats(
+        work.model,
+        specs,
+        work.inputs,
+        work.task,
+        work.labels,
+        class_names=work.class_names,
+        latency_repeats=args.latency_repeats,
+    )
+    title = args.title or f"{work.name}: quantization report"
+    files = write_report(results, args.out, title=title, allocation=allocation)
+    print(title)
+    print(format_summary(results))
+    if allocation is not None:
+        print(f"{MIXED}: {allocation.bits_per_weight:.3f} bits/weight (budget {args.budget:g})")
+        print(text_table(allocation_table(allocation)))
+    print(f"report: {files.html} ({files.json.name}, {files.markdown.name}, {len(files.plots)} plots)")
+    return 0
