@@ -76,26 +76,21 @@ struct Int3Dec {
   static __m256i codes(const uint8_t* p) {
     // Low plane: byte j holds elements j + 8t at bits 2t. Broadcast the 8 bytes to 4 quadwords and
     // shift quadword t right by 2t: byte j of quadword t then has element j + 8t in its low bits.
-    const __m256i q = _mm256_set1_epi64x(static_cast<long long>(load_le64(p)));
+    const __m256i q = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
     const __m256i lo =
         _mm256_and_si256(_mm256_srlv_epi64(q, _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3));
     // High plane: bit i of the 32-bit word is element i's bit 2. Byte i/8 goes to lane i, then a
     // per-lane bit test gives 0xFF where the bit is set.
-    uint32_t h32;
+    int32_t h32;
     std::memcpy(&h32, p + 8, 4);
     const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     const __m256i bit =
         _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16,
                          32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
-    const __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(h32)), sel);
+    const __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32(h32), sel);
     const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
     return _mm256_or_si256(lo, _mm256_and_si256(set, _mm256_set1_epi8(4)));
-  }
-  static uint64_t load_le64(const uint8_t* p) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    return v;
   }
 };
 
