@@ -22,7 +22,9 @@ MIXED = "mixed"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="qkernels report", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="qkernels report", description=" ".join(__doc__.replace("``", "").split())
+    )
     p.add_argument(
         "--model",
         required=True,
