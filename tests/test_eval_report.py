@@ -18,6 +18,7 @@ import torch
 from qkernels.eval import metrics as M
 from qkernels.eval.compare import compare, compare_formats
 from qkernels.eval.layerwise import allocate, layerwise
+from qkernels.eval.models import load_workload
 from qkernels.eval.report import SCHEMA_VERSION, format_summary, write_report
 from qkernels.eval.report_cli import main as report_main
 from torch import nn
@@ -407,6 +408,28 @@ def test_cli_rejects_unknown_formats_and_models(tmp_path, capsys):
     assert report_main(["--model", "nosuch", "--out", str(tmp_path)]) == 2
     assert "model: expected a built-in name (digits-mlp, minilm)" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def tiny_workload(samples: int = 4):
+    """A ``module.path:callable`` for the command: (model, inputs, task, labels)."""
+    return _mlp(), [torch.zeros(samples, 64)], "classification", torch.zeros(samples, dtype=torch.long)
+
+
+def bad_workload():
+    return _mlp(), [torch.zeros(2, 64)], "ranking"
+
+
+def test_a_python_path_callable_gives_the_workload():
+    work = load_workload(f"{__name__}:tiny_workload", samples=3)
+    assert (
+        work.task == "classification" and work.inputs[0].shape == (3, 64) and work.labels.tolist() == [0] * 3
+    )
+    with pytest.raises(ValueError, match=r"expected a task from \(.*\) as the third value, got 'ranking'"):
+        load_workload(f"{__name__}:bad_workload")
+    with pytest.raises(
+        ValueError, match=r"expected an importable module\.path:callable, got 'no_such_module:f'"
+    ):
+        load_workload("no_such_module:f")
 
 
 @pytest.mark.slow
