@@ -174,6 +174,7 @@ class _ClipGrid(nn.Module):
     def __init__(self, linear: nn.Linear, c: float) -> None:
         super().__init__()
         self.c, self.step = c, c / 7
+        self.out_features, self.in_features = linear.weight.shape
         self.register_buffer("w", linear.weight.detach().clone())
         self.register_buffer("bias", linear.bias.detach().clone())
 

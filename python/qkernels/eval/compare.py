@@ -11,8 +11,7 @@ Definitions of every number are in docs/evaluation.md ("Report").
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
@@ -272,23 +271,6 @@ def _is_quantized_layer(m: nn.Module) -> bool:
     )
 
 
-@contextmanager
-def _layers_only(*models: nn.Module) -> Iterator[None]:
-    """Hides ``dequantize`` on the modules that are not quantized layers (a transformers model) while
-    :func:`layerwise` runs, since it takes every module with ``dequantize()`` for a quantized layer."""
-    masked = []
-    try:
-        for model in models:
-            for m in model.modules():
-                if callable(getattr(m, "dequantize", None)) and not _is_quantized_layer(m):
-                    m.dequantize = None  # an instance attribute shadows the method
-                    masked.append(m)
-        yield
-    finally:
-        for m in masked:
-            del m.dequantize
-
-
 def _check_pair(float_model: nn.Module, quant: Any) -> list[str]:
     """Names of the quantized layers; raises unless ``quant`` is a quantized copy of ``float_model``."""
     if not isinstance(quant, nn.Module):
@@ -416,9 +398,8 @@ def _compare(ref: _Reference, quant: nn.Module, name: str, layers: bool, progres
     agreement = {**task.get("agreement", {}), "mean_row_cosine": row_cosine.mean().item()}
     isolated, propagated = [], []
     if layers:
-        with _layers_only(ref.model, quant):
-            isolated = layerwise(ref.model, quant, ref.items, "isolated")
-            propagated = layerwise(ref.model, quant, ref.items, "propagated")
+        isolated = layerwise(ref.model, quant, ref.items, "isolated")
+        propagated = layerwise(ref.model, quant, ref.items, "propagated")
     return ComparisonResult(
         name=name,
         task=ref.task,

@@ -346,7 +346,11 @@ def _quantized_pairs(
         )
     pairs = []
     for name, qmod in qnames.items():
-        if not callable(getattr(qmod, "dequantize", None)):
+        # A quantized layer has dequantize() and integer feature counts; a whole model may have a
+        # dequantize() of its own (transformers' PreTrainedModel does), which is not a layer.
+        if not callable(getattr(qmod, "dequantize", None)) or not all(
+            isinstance(getattr(qmod, a, None), int) for a in ("in_features", "out_features")
+        ):
             continue
         fmod = fnames[name]
         w = getattr(fmod, "weight", None)
@@ -364,7 +368,8 @@ def _quantized_pairs(
         pairs.append((name, fmod, qmod))
     if not pairs:
         raise ValueError(
-            f"{fn}: quant_model: expected at least one quantized layer (a module with dequantize()), got none"
+            f"{fn}: quant_model: expected at least one quantized layer (a module with dequantize(), "
+            "in_features and out_features), got none"
         )
     return pairs
 
