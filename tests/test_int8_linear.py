@@ -127,9 +127,10 @@ def test_wrong_version_or_format_rejected():
     sd["_extra_state"] = {"format": "nf4", "version": 1}
     with pytest.raises(ValueError, match=r"format: expected 'int8', got 'nf4'"):
         qk.nn.Int8Linear(40, 24).load_state_dict(sd)
-    del sd["_extra_state"]
-    with pytest.raises(RuntimeError, match=r"_extra_state: expected the int8 format tag"):
+    del sd["_extra_state"]  # strict loading reports the missing format tag; strict=False accepts it
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "_extra_state"'):
         qk.nn.Int8Linear(40, 24).load_state_dict(sd)
+    qk.nn.Int8Linear(40, 24).load_state_dict(sd, strict=False)
 
 
 @pytest.mark.parametrize("weight_only", [False, True])

@@ -10,6 +10,7 @@
 
 #include "formats/int8.h"
 #include "kernels.h"
+#include "stage.h"
 #include "status.h"
 #include "validate.h"
 
@@ -53,6 +54,37 @@ inline qk_status guarded(const char* fn, Fn&& body) {
     return fail(QK_ERR_OUT_OF_MEMORY, std::string(fn) + ": out of memory");
   } catch (const std::exception& e) {
     return fail(QK_ERR_INTERNAL, std::string(fn) + ": " + e.what());
+  }
+}
+
+// x as fp32 rows for the float kernels: x itself when it is fp32, else a widened copy (once per
+// call; the kernels re-read activations many times).
+struct StagedF32 {
+  const float* x;
+  int64_t ld;
+  std::unique_ptr<float[], AlignedFree> owned;
+};
+inline StagedF32 stage_f32(const void* x, qk_dtype d, int64_t ldx, int64_t M, int64_t K) {
+  if (d == QK_F32) return {static_cast<const float*>(x), ldx, nullptr};
+  auto buf = aligned_buffer<float>(M * std::max<int64_t>(K, 1));
+  for (int64_t r = 0; r < M; ++r) load_row_f32(row_ptr(x, d, ldx, r), d, K, buf.get() + r * K);
+  const float* p = buf.get();
+  return {p, std::max<int64_t>(K, 1), std::move(buf)};
+}
+
+// The epilogue of a float-accumulating block: out[i, j] = acc[i, j] * scale[n0 + j] (when scale is
+// given) + bias[n0 + j] (when given), rounded to y's dtype, for the block at (m0, n0).
+inline void store_block(float* acc, int64_t mb, int64_t nb, const float* scale, const float* bias,
+                        void* y, qk_dtype d, int64_t ldy, int64_t m0, int64_t n0) {
+  for (int64_t i = 0; i < mb; ++i) {
+    float* row = acc + i * nb;
+    for (int64_t j = 0; j < nb; ++j) {
+      float v = row[j];
+      if (scale != nullptr) v = v * scale[n0 + j];
+      if (bias != nullptr) v = v + bias[n0 + j];
+      row[j] = v;
+    }
+    store_row_f32(row, nb, d, static_cast<char*>(row_ptr(y, d, ldy, m0 + i)) + n0 * dtype_size(d));
   }
 }
 

@@ -171,34 +171,16 @@ qk_status linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx, const 
     if (M == 0 || N == 0) return ok();
     const KernelTable& k = active_kernels();
     const int nt = threads_for(M, N, K, threads);
-    // The kernels read fp32; 16-bit activations are widened once into a staging buffer.
-    const float* xf = static_cast<const float*>(x);
-    int64_t ldxf = ldx;
-    std::unique_ptr<float[], AlignedFree> staged;
-    if (x_dtype != QK_F32) {
-      staged = aligned_buffer<float>(M * std::max<int64_t>(K, 1));
-      for (int64_t r = 0; r < M; ++r)
-        load_row_f32(row_ptr(x, x_dtype, ldx, r), x_dtype, K, staged.get() + r * K);
-      xf = staged.get();
-      ldxf = std::max<int64_t>(K, 1);
-    }
+    const StagedF32 staged = stage_f32(x, x_dtype, ldx, M, K);
+    const float* xf = staged.x;
+    const int64_t ldxf = staged.ld;
     const Tiling t = make_tiling(M, N, K, 4 * ldxf, threads);
     parallel_for(t.tasks(), nt, [&](int64_t task) {
       const int64_t m0 = t.m0(task), n0 = t.n0(task);
       const int64_t mb = std::min(t.mb, M - m0), nb = std::min(t.nb, N - n0);
       std::vector<float> acc(static_cast<size_t>(mb * nb));
       k.gemm_f32_s8(xf + m0 * ldxf, ldxf, w + n0 * K, K, acc.data(), nb, mb, nb, K);
-      for (int64_t i = 0; i < mb; ++i) {
-        float* row = acc.data() + i * nb;
-        for (int64_t j = 0; j < nb; ++j) {
-          float v = row[j] * w_scale[n0 + j];
-          if (bias != nullptr) v = v + bias[n0 + j];
-          row[j] = v;
-        }
-        store_row_f32(
-            row, nb, x_dtype,
-            static_cast<char*>(row_ptr(y, x_dtype, ldy, m0 + i)) + n0 * dtype_size(x_dtype));
-      }
+      store_block(acc.data(), mb, nb, w_scale, bias, y, x_dtype, ldy, m0, n0);
     });
     return ok();
   });

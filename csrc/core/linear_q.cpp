@@ -152,14 +152,7 @@ qk_status linear_q(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, cons
       std::vector<float> out(static_cast<size_t>(mb * nb));
       k.gemm_q[f](wt, panel.get() + m0 * ldp, ldp, sa.get() + m0 * groups,
                   asum.get() + m0 * groups * 8, groups, out.data(), nb, mb, nb);
-      for (int64_t i = 0; i < mb; ++i) {
-        float* row = out.data() + i * nb;
-        if (bias != nullptr)
-          for (int64_t j = 0; j < nb; ++j) row[j] = row[j] + bias[n0 + j];
-        store_row_f32(
-            row, nb, x_dtype,
-            static_cast<char*>(row_ptr(y, x_dtype, ldy, m0 + i)) + n0 * dtype_size(x_dtype));
-      }
+      store_block(out.data(), mb, nb, nullptr, bias, y, x_dtype, ldy, m0, n0);
     });
     return ok();
   });

@@ -44,16 +44,9 @@ qk_status linear_vq(const void* x, qk_dtype x_dtype, int64_t ldx, const void* co
     if (M == 0 || N == 0) return ok();
     const KernelTable& k = active_kernels();
     const int nt = threads_for(M, N, K, threads);
-    const float* xf = static_cast<const float*>(x);
-    int64_t ldxf = ldx;
-    std::unique_ptr<float[], AlignedFree> staged;
-    if (x_dtype != QK_F32) {
-      staged = aligned_buffer<float>(M * std::max<int64_t>(K, 1));
-      for (int64_t r = 0; r < M; ++r)
-        load_row_f32(row_ptr(x, x_dtype, ldx, r), x_dtype, K, staged.get() + r * K);
-      xf = staged.get();
-      ldxf = std::max<int64_t>(K, 1);
-    }
+    const StagedF32 staged = stage_f32(x, x_dtype, ldx, M, K);
+    const float* xf = staged.x;
+    const int64_t ldxf = staged.ld;
     const GemmVQFn gemm = k.gemm_vq[vq::variant(num_codebooks, codebook_bits)];
     const int64_t row_code_bytes = code_cols * (codebook_bits / 8);
     const Tiling t = make_tiling(M, N, K, 4 * ldxf, threads);
@@ -63,17 +56,7 @@ qk_status linear_vq(const void* x, qk_dtype x_dtype, int64_t ldx, const void* co
       const VQWeights w{static_cast<const uint8_t*>(codes) + n0 * row_code_bytes, codebooks, K};
       std::vector<float> acc(static_cast<size_t>(mb * nb));
       gemm(w, xf + m0 * ldxf, ldxf, acc.data(), nb, mb, nb);
-      for (int64_t i = 0; i < mb; ++i) {
-        float* row = acc.data() + i * nb;
-        for (int64_t j = 0; j < nb; ++j) {
-          float v = row[j] * scales[n0 + j];
-          if (bias != nullptr) v = v + bias[n0 + j];
-          row[j] = v;
-        }
-        store_row_f32(
-            row, nb, x_dtype,
-            static_cast<char*>(row_ptr(y, x_dtype, ldy, m0 + i)) + n0 * dtype_size(x_dtype));
-      }
+      store_block(acc.data(), mb, nb, scales, bias, y, x_dtype, ldy, m0, n0);
     });
     return ok();
   });

@@ -17,13 +17,14 @@ from torch import Tensor
 from . import _native
 from ._native import _C
 from ._op_checks import FLOAT_DTYPES, _addr, _check_tensor, _fail
-from .formats import int3, int4
 from .formats import int8 as int8_format
 from .reference import grouped as oracle
 
 # Kernel format ids: qk::QFormat in csrc/core/kernels.h.
 _FMT = {"int4": 0, "int3": 1, "nf4": 2}
-_ROW_BYTES = {"int4": int4.packed_row_bytes, "int3": int3.packed_row_bytes, "nf4": int4.packed_row_bytes}
+# Packed bytes per row, as plain arithmetic so that it also works on torch.compile's symbolic sizes
+# (the formats' packed_row_bytes insist on a concrete int).
+_ROW_BYTES = {"int4": lambda k: k // 2, "int3": lambda k: (k + 31) // 32 * 12, "nf4": lambda k: k // 2}
 _NF4_BLOCKS = (32, 64, 128, 256)
 
 

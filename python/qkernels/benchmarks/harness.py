@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import roofline as rl
@@ -37,8 +38,22 @@ class Method:
         return int(n * k * self.bytes_per_weight + n * self.scale_bytes_per_row)
 
 
-def bench_method(method: Method, src: Source, args: argparse.Namespace) -> list[dict]:
-    nbytes = method.weight_bytes(src.n, src.k)
+def dense(dtype: torch.dtype) -> Callable[[Source], Callable[[Tensor], Tensor]]:
+    """The F.linear baseline in ``dtype``: one pool copy of the source weight."""
+
+    def build(src: Source) -> Callable[[Tensor], Tensor]:
+        w = src.weight.to(dtype, copy=True)
+        return lambda x: F.linear(x, w)
+
+    return build
+
+
+def bench_method(
+    method: Method, src: Source, args: argparse.Namespace, nbytes: int | None = None
+) -> list[dict]:
+    """Times ``method`` on every batch of ``args`` over a weight pool; ``nbytes`` (default: the
+    method's own count) is the weight bytes of one copy."""
+    nbytes = method.weight_bytes(src.n, src.k) if nbytes is None else nbytes
     pool = rl.build_pool(lambda: method.build(src), nbytes, args.pool_mib * rl.MIB)
     gen = torch.Generator().manual_seed(args.seed + 1)
     rows = []

@@ -35,7 +35,6 @@ from collections.abc import Callable
 from functools import cached_property
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .. import nn as qnn
@@ -59,14 +58,6 @@ class Source(h.Source):
         return ops.quantize_int8(self.weight)
 
 
-def _dense(dtype: torch.dtype) -> Callable[[Source], Callable[[Tensor], Tensor]]:
-    def build(src: Source) -> Callable[[Tensor], Tensor]:
-        w = src.weight.to(dtype, copy=True)
-        return lambda x: F.linear(x, w)
-
-    return build
-
-
 def _qdyn(src: Source) -> Callable[[Tensor], Tensor]:
     return rl.quantize_dynamic_linear(src.weight)
 
@@ -86,8 +77,8 @@ def _int8_linear(weight_only: bool) -> Callable[[Source], Callable[[Tensor], Ten
 METHODS = {
     m.name: m
     for m in (
-        h.Method("fp32", "F.linear fp32", "fp32", torch.float32, 4, 0, _dense(torch.float32)),
-        h.Method("bf16", "F.linear bf16", "fp32", torch.bfloat16, 2, 0, _dense(torch.bfloat16)),
+        h.Method("fp32", "F.linear fp32", "fp32", torch.float32, 4, 0, h.dense(torch.float32)),
+        h.Method("bf16", "F.linear bf16", "fp32", torch.bfloat16, 2, 0, h.dense(torch.bfloat16)),
         h.Method("qdyn", "quantize_dynamic", "int8", torch.float32, 1, 0, _qdyn),
         h.Method("w8a8", "qk w8a8", "int8", torch.float32, 1, 4, _int8_linear(False), is_qkernels=True),
         h.Method("w8a16", "qk w8a16", "fp32", torch.float32, 1, 4, _int8_linear(True), is_qkernels=True),

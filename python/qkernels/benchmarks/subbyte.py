@@ -28,7 +28,6 @@ import sys
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .. import nn as qnn
@@ -39,14 +38,6 @@ SHAPES = "4096x4096,11008x4096,4096x11008,14336x4096"
 BATCHES = "1,8,32,128,512"
 BASELINES = ("fp32", "bf16", "tint4", "int4")
 TINT4_GROUP = 128
-
-
-def _dense(dtype: torch.dtype) -> Callable[[h.Source], Callable[[Tensor], Tensor]]:
-    def build(src: h.Source) -> Callable[[Tensor], Tensor]:
-        w = src.weight.to(dtype, copy=True)
-        return lambda x: F.linear(x, w)
-
-    return build
 
 
 def _tint4(src: h.Source) -> Callable[[Tensor], Tensor]:
@@ -88,8 +79,8 @@ def _qk(label: str, cls: type, peak: str, x_dtype=torch.float32, **config) -> h.
 METHODS = {
     m.name: m
     for m in (
-        h.Method("fp32", "F.linear fp32", "fp32", torch.float32, 4, 0, _dense(torch.float32)),
-        h.Method("bf16", "F.linear bf16", "fp32", torch.bfloat16, 2, 0, _dense(torch.bfloat16)),
+        h.Method("fp32", "F.linear fp32", "fp32", torch.float32, 4, 0, h.dense(torch.float32)),
+        h.Method("bf16", "F.linear bf16", "fp32", torch.bfloat16, 2, 0, h.dense(torch.bfloat16)),
         h.Method("tint4", "torch int4 g128", "fp32", torch.bfloat16, 0.5, 0, _tint4),
         _qk("qk int4", qnn.Int4Linear, "int8", group_size=128),
         _qk("qk int3", qnn.Int3Linear, "int8", group_size=128),
@@ -122,32 +113,6 @@ def _weight_bytes(method: h.Method, n: int, k: int) -> int:
     )
     shared = mod.codebooks.numel() * 2 if hasattr(mod, "codebooks") else 0
     return n * per_row + shared
-
-
-def _bench(method: h.Method, src: h.Source, args: argparse.Namespace) -> list[dict]:
-    nbytes = _weight_bytes(method, src.n, src.k)
-    pool = rl.build_pool(lambda: method.build(src), nbytes, args.pool_mib * rl.MIB)
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    rows = []
-    for m in args.batches:
-        x = torch.randn(m, src.k, generator=gen).to(method.x_dtype)
-        timing = rl.time_calls(lambda i, x=x: pool[i % len(pool)](x), rl.timing_opts(args))
-        rows.append(
-            {
-                "shape": f"{src.n}x{src.k}",
-                "N": src.n,
-                "K": src.k,
-                "M": m,
-                "method": method.name,
-                "us": timing.median_s * 1e6,
-                "weight_bytes": nbytes,
-                "ops": 2 * m * src.n * src.k,
-                "peak": method.peak,
-                "reps": timing.reps,
-                "pool_copies": len(pool),
-            }
-        )
-    return rows
 
 
 def _print_summary(fmt: str, rows: list[dict]) -> None:
@@ -206,7 +171,8 @@ def main(argv: list[str] | None = None, fmt: str = "int4") -> int:
                 src = h.Source(n, k, args.seed)
                 for name in args.methods:
                     print(f"# measuring {n}x{k} {name}", file=sys.stderr, flush=True)
-                    rows += _bench(METHODS[name], src, args)
+                    method = METHODS[name]
+                    rows += h.bench_method(method, src, args, _weight_bytes(method, src.n, src.k))
                     rl.free_memory()
                 del src
         order = {name: i for i, name in enumerate(args.methods)}

@@ -41,6 +41,11 @@ class QuantizedLinear(nn.Module):
 
     # ---- shared behaviour ------------------------------------------------------------------------
 
+    def _apply(self, fn, recurse=True):
+        # The quantized buffers keep their dtypes: model.to(torch.bfloat16) or .half() moves them
+        # (device changes still apply) but must not round codes, scales and codebooks.
+        return super()._apply(lambda t: fn(t).to(t.dtype), recurse)
+
     @classmethod
     def _where(cls, name: str | None) -> str:
         return f"{cls.__name__}.from_linear({name!r})" if name else f"{cls.__name__}.from_linear"
@@ -106,8 +111,6 @@ class QuantizedLinear(nn.Module):
             else:
                 present[key] = t
         errors.extend(f"{prefix}{msg}" for msg in self._check_values(present))
-        if prefix + "_extra_state" not in state_dict and strict:
-            errors.append(f"{prefix}_extra_state: expected the {self.format_name} format tag, got none")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
 
 

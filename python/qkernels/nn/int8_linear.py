@@ -68,6 +68,10 @@ class Int8Linear(nn.Module):
             op = ops.linear_int8_w8a16_eager if self.weight_only else ops.linear_int8_w8a8_eager
         return op(x, self.weight, self.weight_scale, self.bias)
 
+    def _apply(self, fn, recurse=True):
+        # int8 codes and fp32 scales keep their dtypes under model.to(dtype) / .half(): see _base.
+        return super()._apply(lambda t: fn(t).to(t.dtype), recurse)
+
     def config_fields(self) -> dict[str, Any]:
         """The constructor's config keyword arguments: ``Int8Linear(k, n, bias=..., **config_fields())``
         builds an empty module that this one's state dict loads into."""
@@ -121,6 +125,4 @@ class Int8Linear(nn.Module):
         s = state_dict.get(prefix + "weight_scale")
         if s is not None and s.dtype == torch.float32 and not bool((torch.isfinite(s) & (s > 0)).all()):
             errors.append(f"{prefix}weight_scale: expected finite positive scales, got {s[~(s > 0)][:4]}")
-        if prefix + "_extra_state" not in state_dict and strict:
-            errors.append(f"{prefix}_extra_state: expected the int8 format tag, got none")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)

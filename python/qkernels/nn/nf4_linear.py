@@ -105,6 +105,11 @@ class NF4Linear(QuantizedLinear):
         for key in ("absmax", "absmax2", "offset"):
             errors += check_finite_scales(key, tensors.get(key))
         a = tensors.get("absmax")
+        if self.double_quant and not errors and all(k in tensors for k in ("qabsmax", "absmax2", "offset")):
+            # A negative absmax2 or offset would flip the sign of whole blocks: check what they give.
+            a = nf4.dequantize_absmax(
+                tensors["qabsmax"].cpu(), tensors["absmax2"].cpu(), tensors["offset"].cpu()
+            )
         if a is not None and bool((a < 0).any()):
             errors.append(f"absmax: expected values >= 0, got {a.min().item()} (corrupted?)")
         return errors
