@@ -144,3 +144,11 @@ def check_mse_not_worse(mod, w: torch.Tensor, group: int, symmetric: bool) -> tu
     e_mse = per_group_sq_error(w, mse, group)
     assert bool((e_mse <= e_rtn).all()), float((e_mse - e_rtn).max())
     return sqnr_db(w, rtn), sqnr_db(w, mse)
+
+
+def check_sqnr_floor(mod, floors: tuple[float, float], group: int, symmetric: bool, method: str) -> None:
+    """``mod.quantize``'s SQNR is above ``floors = (normal floor, minilm floor)`` on the seeded N(0, 1)
+    weight and on MiniLM's query layer."""
+    for w, floor in zip((normal_weight(), minilm_weight()), floors, strict=True):
+        w_hat = check_quantize_result(mod, w, group, symmetric, method)
+        assert sqnr_db(w, w_hat) > floor

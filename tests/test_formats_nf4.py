@@ -1,5 +1,6 @@
 """nf4 (python/qkernels/formats/nf4.py) against bitsandbytes' rules as docs/formats.md writes them:
-the decision tree, blocking, packing, double quantization, quality floors and input checks."""
+the decision tree, blocking, double quantization, quality floors and input checks. The nibble packing
+and the checks on w and on codes that nf4 shares with int4 and int3 are in test_formats_grouped.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ import math
 import pytest
 import torch
 from formats_common import (
-    RAGGED_SHAPES,
-    bits_of,
-    every_byte_at_every_position,
     minilm_weight,
     normal_weight,
     sqnr_db,
@@ -141,27 +139,6 @@ def test_dequantize_is_table_times_absmax(block):
     w_hat = nf4.dequantize(codes, absmax, block)
     for k in range(300):
         assert torch.equal(w_hat[:, k], nf4.TABLE[codes[:, k].long()] * absmax[:, k // block])
-
-
-# --- packing -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("shape", RAGGED_SHAPES)
-def test_pack_unpack_identity(shape):
-    n, k = shape
-    codes = torch.randint(0, 16, shape, dtype=torch.uint8)
-    packed = nf4.pack(codes)
-    assert packed.shape == (n, nf4.packed_row_bytes(k)) == (n, k // 2)
-    assert torch.equal(nf4.unpack(packed, k), codes)
-    # Low nibble first (bitsandbytes has the first element in the high nibble).
-    assert torch.equal(packed[:, 0].long(), codes[:, 0].long() + 16 * codes[:, 1].long())
-
-
-def test_unpack_every_byte_value_bit_by_bit():
-    packed = every_byte_at_every_position(2)
-    codes = nf4.unpack(packed, 4)
-    assert torch.equal(codes[:, 0::2].long(), bits_of(packed, 0, 4))
-    assert torch.equal(codes[:, 1::2].long(), bits_of(packed, 4, 4))
 
 
 # --- double quantization -------------------------------------------------------------------------
@@ -329,37 +306,6 @@ _codes = torch.zeros(2, 64, dtype=torch.uint8)
             lambda: nf4.quantize(torch.randn(4, 96), 64.0),
             TypeError,
             r"block_size: expected an int, got float",
-        ),
-        (
-            lambda: nf4.quantize(torch.randn(4, 97), 64),
-            ValueError,
-            r"in_features \(K\): expected an even number .* got 97",
-        ),
-        (
-            lambda: nf4.quantize(torch.randn(4, 96).long(), 64),
-            TypeError,
-            r"w: expected a floating-point dtype, got torch.int64",
-        ),
-        (lambda: nf4.quantize(torch.randn(96), 64), ValueError, r"w: expected a non-empty 2-D tensor"),
-        (
-            lambda: nf4.quantize(torch.tensor([[0.0, float("-inf")]]), 64),
-            ValueError,
-            r"w: expected finite values .* -inf at \[0, 1\]",
-        ),
-        (
-            lambda: nf4.pack(torch.full((2, 4), 16, dtype=torch.uint8)),
-            ValueError,
-            r"nf4.pack: codes: expected values in \[0, 15\], got 16",
-        ),
-        (
-            lambda: nf4.pack(torch.zeros(2, 3, dtype=torch.uint8)),
-            ValueError,
-            r"in_features \(K\): expected an even number .* got 3",
-        ),
-        (
-            lambda: nf4.unpack(torch.zeros(2, 5, dtype=torch.uint8), 8),
-            ValueError,
-            r"packed: expected shape \[N, in_features / 2\] = \[2, 4\], got \[2, 5\]",
         ),
         (
             lambda: nf4.dequantize(_codes, torch.ones(2, 2), 64),
