@@ -10,7 +10,7 @@ choice of format under a bits-per-weight budget.
 Nothing here knows a format: a quantized layer is any module with ``dequantize()`` (the float32
 ``[out, in]`` weight it effectively uses), and a config is any frozen dataclass with ``module_cls``
 whose ``from_linear(linear, name=..., **fields)`` builds the layer. Definitions of every number are
-in docs/evaluation_layerwise.md.
+in docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -803,7 +803,7 @@ def allocate(
     ``Sensitivity`` covering every layer and non-None candidate); the cost measured now with
     ``metric`` (see ``sensitivity()``); else the relative output error of that layer alone on the
     calibration ``inputs``, Σ (ŷ − y)² / Σ y². Float costs 0. The choice is the greedy Lagrangian
-    solution of the multiple-choice knapsack (docs/evaluation_layerwise.md).
+    solution of the multiple-choice knapsack (docs/evaluation.md).
     """
     fn = "allocate"
     _check_model(model, fn, "model")
