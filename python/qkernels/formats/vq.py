@@ -17,7 +17,8 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+
+from . import _vq_fit
 
 GROUP_SIZE = 8
 NUM_CODEBOOKS = (1, 2)
@@ -25,32 +26,8 @@ CODEBOOK_BITS = (8, 16)
 # The named configurations: (num_codebooks, codebook_bits); both cost 2 bits per weight for the codes.
 CONFIGS = {"2x8": (2, 8), "1x16": (1, 16)}
 CODE_DTYPES = {8: torch.uint8, 16: torch.int16}
-DEFAULT_ITERS = 4
+DEFAULT_ITERS = 3
 DEFAULT_BEAM = 4
-
-# Distance computations are cut in chunks of about this many fp32 scores (4 MiB): the scores of a chunk
-# stay in cache between the GEMM that writes them and the reduction that reads them, and memory stays
-# far below 1 GiB.
-_CHUNK_SCORES = 1 << 20
-# k-means runs on a seeded subsample of the groups: 256 per entry for 8-bit codebooks; for 16-bit ones
-# 2 per entry (their refinement rounds then run on every group). k-means++ seeding uses the first
-# _KMEANS_SEEDING points of each subsample (already in random order).
-_SAMPLE_PER_ENTRY = {8: 256, 16: 2}
-_KMEANS_SEEDING = 1 << 14
-_KMEANS_ITERS = 10
-# 16-bit codebooks: 256 cells of 256 entries; k-means on at most _CELL_CAP sample points per cell.
-_CELL_CAP = 1024
-# Local search over the _GRAPH_DEGREE nearest entries of an entry (found among the entries of its
-# _GRAPH_CELLS nearest cells), _HOPS steps per code update.
-_GRAPH_DEGREE = 32
-_GRAPH_CELLS = 8
-_HOPS = 3
-# Ridge weight of the codebook least squares, relative to the mean weight per codebook entry: it keeps
-# unused entries where they are and fixes the shift between two codebooks that their sum does not see.
-_RIDGE = 1e-4
-# Codebook least squares is solved jointly over all codebooks up to this many unknown vectors.
-_JOINT_LSQ_MAX = 512
-_FP16_MAX = 65504.0
 
 Progress = bool | Callable[[int, int, float], object] | None
 
@@ -83,7 +60,8 @@ def _check_weight(w: object) -> None:
     if bad.numel():
         r, c = (int(v) for v in bad[0])
         raise ValueError(
-            f"w: expected finite values, got {w[r, c].item()} at [{r}, {c}] ({bad.shape[0]} non-finite in total)"
+            f"w: expected finite values, got {w[r, c].item()} at [{r}, {c}] "
+            f"({bad.shape[0]} non-finite in total)"
         )
 
 
@@ -161,317 +139,6 @@ def dequantize(codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tenso
     return groups.reshape(codes.shape[0], -1) * scales.unsqueeze(1)
 
 
-def _chunks(total: int, per_item: int):
-    step = max(1, _CHUNK_SCORES // max(1, per_item))
-    for start in range(0, total, step):
-        yield start, min(total, start + step)
-
-
-def _augmented(cb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(aug [E, 9], norms [E])`` with ||r - c||^2 = [r, ||r||^2] . aug[c] + norms[c], so that one GEMM
-    gives full squared distances (the matmul form, never an [G, E, 8] difference tensor)."""
-    return torch.cat([-2 * cb, torch.ones(cb.shape[0], 1)], 1), cb.square().sum(1)
-
-
-def _distances(r: torch.Tensor, aug: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
-    return torch.addmm(norms, torch.cat([r, r.square().sum(1, keepdim=True)], 1), aug.T)
-
-
-def _packed_keys(dist: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Overwrites ``dist [g, n]`` (squared distances) with int32 keys: the float's bit pattern with its
-    low ceil(log2 n) bits replaced by the column index. Non-negative floats order like their bit
-    patterns, so an int32 amin (vectorised, several times faster than argmin) finds the smallest
-    distance and its index at once; ties within 2^-13 relative go to either, which only the guards
-    in _update_codes see. A distance that rounding made slightly negative sorts first, as ~0 should."""
-    bits = (dist.shape[1] - 1).bit_length()
-    iota = torch.arange(dist.shape[1], dtype=torch.int32)
-    return dist.view(torch.int32).bitwise_and_(-(1 << bits)).bitwise_or_(iota), (1 << bits) - 1
-
-
-def _argmin(dist: torch.Tensor) -> torch.Tensor:
-    keys, low = _packed_keys(dist)
-    return keys.amin(1).bitwise_and_(low).long()
-
-
-def _smallest(dist: torch.Tensor, k: int) -> torch.Tensor:
-    """Column indices ``[g, k]`` of the k smallest distances of each row, best first."""
-    keys, low = _packed_keys(dist)
-    out = torch.empty(dist.shape[0], k, dtype=torch.int64)
-    for i in range(k):
-        out[:, i] = keys.amin(1).bitwise_and_(low)
-        keys.scatter_(1, out[:, i : i + 1], torch.iinfo(torch.int32).max)
-    return out
-
-
-def _nearest(x: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest entry of ``cb [E, 8]`` for each row of ``x [G, 8]`` (exhaustive, chunked)."""
-    return _nearest_batched(x.unsqueeze(0), cb.unsqueeze(0))[0]
-
-
-def _nearest_batched(data: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """``[C, P]``: for each of C independent problems, the nearest of ``centers [C, k, 8]`` to each
-    point of ``data [C, P, 8]``."""
-    c, p, _ = data.shape
-    k = centers.shape[1]
-    aug = torch.cat([-2 * centers, torch.ones(c, k, 1)], 2).transpose(1, 2)
-    norms = centers.square().sum(2).unsqueeze(1)
-    daug = torch.cat([data, data.square().sum(2, keepdim=True)], 2)
-    out = torch.empty(c, p, dtype=torch.int64)
-    cstep = max(1, _CHUNK_SCORES // max(1, p * k))
-    for c0 in range(0, c, cstep):
-        c1 = min(c, c0 + cstep)
-        for p0, p1 in _chunks(p, k * (c1 - c0)):
-            d = torch.baddbmm(norms[c0:c1], daug[c0:c1, p0:p1], aug[c0:c1])
-            out[c0:c1, p0:p1] = _argmin(d.view(-1, k)).view(c1 - c0, p1 - p0)
-    return out
-
-
-def _kmeans(data: torch.Tensor, weight: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
-    """C independent weighted k-means ``[C, k, 8]`` of ``data [C, P, 8]`` (random subsamples; weight 0
-    marks padding): k-means++ seeding on the first points, then Lloyd iterations. An entry that
-    loses all its points stays where it is."""
-    c, p, dim = data.shape
-    rows = torch.arange(c)
-    seed_x, seed_w = data[:, :_KMEANS_SEEDING], weight[:, :_KMEANS_SEEDING]
-    centers = torch.empty(c, k, dim)
-    d2 = torch.full(seed_w.shape, float("inf"))
-    for i in range(k):
-        # Sample with probability ~ weight * distance^2 (k-means++) by inverting the cumulative sum. When
-        # nothing is left to sample (fewer distinct points than entries) this repeats the last point.
-        cum = torch.cumsum(seed_w if i == 0 else seed_w * d2, 1, dtype=torch.float64)
-        u = torch.rand(c, 1, generator=gen, dtype=torch.float64) * cum[:, -1:]
-        j = (cum <= u).sum(1).clamp_max(seed_w.shape[1] - 1)
-        centers[:, i] = seed_x[rows, j]
-        d2 = torch.minimum(d2, (seed_x - centers[:, i : i + 1]).square().sum(2))
-    wx = (data * weight.unsqueeze(2)).view(-1, dim)
-    flat_w = weight.reshape(-1)
-    for _ in range(_KMEANS_ITERS):
-        flat = (_nearest_batched(data, centers) + rows.unsqueeze(1) * k).view(-1)
-        wsum = torch.zeros(c * k).index_add_(0, flat, flat_w).unsqueeze(1)
-        sums = torch.zeros(c * k, dim).index_add_(0, flat, wx)
-        centers = torch.where(wsum > 0, sums / wsum.clamp_min(1e-30), centers.view(-1, dim)).view(c, k, dim)
-    return centers
-
-
-def _fp16(cb: torch.Tensor) -> torch.Tensor:
-    """Rounds to the stored precision, so that every later step sees what the kernels will read."""
-    return cb.clamp(-_FP16_MAX, _FP16_MAX).half().float()
-
-
-def _decode(cbs: list[torch.Tensor], codes: torch.Tensor, skip: int = -1) -> torch.Tensor:
-    """Sum over codebooks (except ``skip``) of the entries that ``codes [G, Mc]`` pick, in fp32."""
-    out = torch.zeros(codes.shape[0], GROUP_SIZE)
-    for c, cb in enumerate(cbs):
-        if c != skip:
-            out += cb[codes[:, c]]
-    return out
-
-
-def _group_errors(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return (x - v).square().sum(1)
-
-
-def _beam_search(x: torch.Tensor, cbs: list[torch.Tensor], codes: torch.Tensor, beam: int, first: int):
-    """New codes for two 256-entry codebooks (the beam search of AQLM, in a compact form): codebook
-    ``first`` is re-chosen keeping its ``beam`` best entries given the other code, then the other
-    codebook is chosen exhaustively for each of them and the best pair wins. The current pair is
-    among the candidates, so no group's error grows (beam = 1 is coordinate descent)."""
-    last = 1 - first
-    (aug_a, norms_a), (aug_b, norms_b) = _augmented(cbs[first]), _augmented(cbs[last])
-    ca, entries = cbs[first], cbs[last].shape[0]
-    out = torch.empty_like(codes)
-    for s, e in _chunks(x.shape[0], beam * entries):
-        xs = x[s:e]
-        top = _smallest(_distances(xs - cbs[last][codes[s:e, last]], aug_a, norms_a), beam)
-        r = (xs.unsqueeze(1) - ca[top]).view(-1, GROUP_SIZE)  # [g * beam, 8]: what `last` has to fit
-        best = _argmin(_distances(r, aug_b, norms_b).view(e - s, -1))
-        out[s:e, first] = top.gather(1, torch.div(best, entries, rounding_mode="floor").unsqueeze(1)).squeeze(
-            1
-        )
-        out[s:e, last] = best % entries
-    return out
-
-
-def _local_search(x: torch.Tensor, cbs: list[torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
-    """New codes for 16-bit codebooks, one codebook at a time: each code moves to the nearest of its
-    graph neighbours (itself included) for what the other codebooks leave, ``_HOPS`` times. An
-    exhaustive search over 65536 entries would cost ~250 GFLOP per 4096x4096 layer."""
-    codes = codes.clone()
-    for c, cb in enumerate(cbs):
-        graph = _Graph(cb)
-        target = x - _decode(cbs, codes, skip=c)
-        for _ in range(_HOPS):
-            graph.add_rows(codes[:, c])
-            for s, e in _chunks(x.shape[0], _GRAPH_DEGREE * GROUP_SIZE):
-                cur = codes[s:e, c]
-                vecs = F.embedding(cur, graph.vecs).view(e - s, _GRAPH_DEGREE, GROUP_SIZE)
-                norms = graph.norms.index_select(0, cur).unsqueeze(2)
-                dist = torch.baddbmm(norms, vecs, target[s:e].unsqueeze(2), alpha=-2).squeeze(2)
-                codes[s:e, c] = graph.rows.index_select(0, cur).gather(1, dist.argmin(1, keepdim=True)).squeeze(1)
-    return codes
-
-
-def _update_codes(x, cbs, codes, beam, first):
-    """One code update, guarded: a group keeps its codes unless the new ones have a smaller error
-    (exactly computed), so fp32 rounding in the search can never make the error grow."""
-    if cbs[0].shape[0] == 1 << 16:
-        new = _local_search(x, cbs, codes)
-    elif len(cbs) == 1:
-        new = _nearest(x, cbs[0]).unsqueeze(1)
-    else:
-        new = _beam_search(x, cbs, codes, min(beam, cbs[0].shape[0]), first)
-    keep = _group_errors(x, _decode(cbs, new)) >= _group_errors(x, _decode(cbs, codes))
-    return torch.where(keep.unsqueeze(1), codes, new)
-
-
-def _lsq_codebooks(x, weight, codes, cbs):
-    """Codebooks minimising sum_g weight_g ||x_g - sum_c cb_c[codes_gc]||^2 for fixed codes, plus a
-    small ridge towards the current codebooks; rounded to fp16. Jointly (normal equations in fp64)
-    when small, else one codebook at a time given the others (exact for one codebook)."""
-    mc, entries = len(cbs), cbs[0].shape[0]
-    lam = max(_RIDGE * float(weight.sum()) / entries, 1e-30)
-    w64 = weight.double()
-    if mc * entries <= _JOINT_LSQ_MAX:
-        n = mc * entries
-        flat = codes + torch.arange(mc) * entries  # [G, Mc]: rows of the stacked unknowns
-        pairs = (flat.unsqueeze(2) * n + flat.unsqueeze(1)).flatten()
-        gram = torch.bincount(pairs, weights=w64.repeat_interleave(mc * mc), minlength=n * n).view(n, n)
-        rhs = torch.zeros(n, GROUP_SIZE, dtype=torch.float64)
-        rhs.index_add_(0, flat.flatten(), (x.double() * w64.unsqueeze(1)).repeat_interleave(mc, 0))
-        eye = torch.eye(n, dtype=torch.float64)
-        sol = torch.linalg.solve(gram + lam * eye, rhs + lam * torch.cat(cbs).double())
-        return [_fp16(part.float()) for part in sol.split(entries)]
-    cbs = list(cbs)
-    for c in range(mc):
-        target = (x - _decode(cbs, codes, skip=c)).double() * w64.unsqueeze(1)
-        wsum = torch.zeros(entries, dtype=torch.float64).index_add_(0, codes[:, c], w64)
-        sums = torch.zeros(entries, GROUP_SIZE, dtype=torch.float64).index_add_(0, codes[:, c], target)
-        cbs[c] = _fp16(((sums + lam * cbs[c].double()) / (wsum + lam).unsqueeze(1)).float())
-    return cbs
-
-
-def _neighbours(cb: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k`` nearest entries ``[E, k]`` of each entry of a small codebook, itself first."""
-    d = torch.cdist(cb, cb)
-    d.fill_diagonal_(-1.0)
-    return d.topk(k, dim=1, largest=False).indices
-
-
-class _Graph:
-    """Neighbour lists of a 16-bit codebook's entries: an entry's row holds itself and its nearest
-    other entries among those of the _GRAPH_CELLS cells (blocks of 256 entries) whose means are
-    nearest to its cell's. Rows are computed on demand for the entries that codes use, so a small
-    layer does not pay for all 65536; each row's vectors are stored contiguously, so a group gathers
-    one 1 KiB row instead of 32 scattered vectors."""
-
-    def __init__(self, cb: torch.Tensor):
-        self.cb = cb
-        cell_means = cb.view(256, 256, GROUP_SIZE).mean(1)
-        near = _neighbours(cell_means, _GRAPH_CELLS)  # [256, t], own cell first
-        self.cand = (near.unsqueeze(2) * 256 + torch.arange(256)).view(256, -1)  # [256, t * 256]
-        aug, self.entry_norms = _augmented(cb)
-        self.cand_aug = aug[self.cand].transpose(1, 2)  # [256, 9, t * 256]
-        self.rows = torch.empty(cb.shape[0], _GRAPH_DEGREE, dtype=torch.int64)
-        self.vecs = torch.empty(cb.shape[0], _GRAPH_DEGREE * GROUP_SIZE)
-        self.norms = torch.empty(cb.shape[0], _GRAPH_DEGREE)
-        self.done = torch.zeros(cb.shape[0], dtype=torch.bool)
-
-    def add_rows(self, codes: torch.Tensor) -> None:
-        need = torch.unique(codes[~self.done[codes]])  # sorted, so grouped by cell
-        counts = torch.bincount(need // 256, minlength=256).tolist()
-        start = 0
-        for cell, n in enumerate(counts):
-            if n == 0:
-                continue
-            ent = need[start : start + n]
-            start += n
-            cand = self.cand[cell]
-            x = self.cb[ent]
-            xa = torch.cat([x, x.square().sum(1, keepdim=True)], 1)
-            d = torch.addmm(self.entry_norms[cand], xa, self.cand_aug[cell])
-            d[torch.arange(n), ent % 256] = -1.0  # the entry itself first (its cell leads `cand`)
-            top = cand[d.topk(_GRAPH_DEGREE, dim=1, largest=False).indices]
-            self.rows[ent] = top
-            self.vecs[ent] = F.embedding(top, self.cb).view(n, -1)
-            self.norms[ent] = self.entry_norms[top]
-        self.done[need] = True
-
-
-def _by_cell(x: torch.Tensor, w: torch.Tensor, cell: torch.Tensor, cap: int) -> tuple[torch.Tensor, ...]:
-    """The points of each of 256 cells as ``[256, cap, 8]`` (at most ``cap``, zero-weight padding)."""
-    order = torch.argsort(cell, stable=True)
-    cs = cell[order]
-    start = torch.cumsum(torch.bincount(cs, minlength=256), 0) - torch.bincount(cs, minlength=256)
-    pos = torch.arange(cs.numel()) - start[cs]
-    keep = pos < cap
-    data, wts = torch.zeros(256, cap, x.shape[1]), torch.zeros(256, cap)
-    data[cs[keep], pos[keep]] = x[order[keep]]
-    wts[cs[keep], pos[keep]] = w[order[keep]]
-    return data, wts
-
-
-def _init_codebook(resid, weight, gen, bits):
-    """One codebook ``[2^bits, 8]`` for ``resid [G, 8]`` and its codes ``[G]``.
-
-    8 bits: weighted k-means on a subsample, codes by exhaustive search. 16 bits: k-means with 65536
-    entries costs far too much on a CPU, so it is built in two levels: 256 cells by k-means, then 256
-    entries per cell by k-means of the cell's sample points (entry 256 i + j is cell i's j-th);
-    a group's code is the nearest entry of its nearest cell."""
-    live = (weight > 0).nonzero().squeeze(1)  # all-zero rows would only pull entries towards 0
-    count = min(live.numel(), _SAMPLE_PER_ENTRY[bits] << bits)
-    sample = live[torch.randperm(live.numel(), generator=gen)[:count]]
-    xs, ws = resid[sample], weight[sample]
-    coarse = _kmeans(xs.unsqueeze(0), ws.unsqueeze(0), 256, gen)[0]
-    if bits == 8:
-        cb = _fp16(coarse)
-        return cb, _nearest(resid, cb)
-    cell = _nearest(xs, coarse)
-    cap = min(_CELL_CAP, int(torch.bincount(cell, minlength=256).max()))
-    data, wts = _by_cell(xs - coarse[cell], ws, cell, cap)
-    cb = _fp16((coarse.unsqueeze(1) + _kmeans(data, wts, 256, gen)).view(-1, GROUP_SIZE))
-    cell = _nearest(resid, coarse)
-    order = torch.argsort(cell, stable=True)
-    ends = torch.cumsum(torch.bincount(cell, minlength=256), 0).tolist()
-    codes = torch.empty_like(cell)
-    for i, (s, e) in enumerate(zip([0, *ends[:-1]], ends)):
-        if s == e:
-            continue
-        rows = order[s:e]
-        codes[rows] = 256 * i + _nearest(resid[rows], cb[256 * i : 256 * (i + 1)])
-    return cb, codes
-
-
-class _Rows:
-    """The weight in the units the search works in: groups ``x = w / scale`` (0 where the scale is 0)
-    and the loss weight (scale / unit)^2 of each row, unit being the largest initial scale (so that
-    squares neither overflow nor underflow for huge or tiny weights)."""
-
-    def __init__(self, wf: torch.Tensor, scales: torch.Tensor, unit: float):
-        self.wf, self.scales, self.unit = wf, scales, unit
-        s = scales.unsqueeze(1)
-        self.x = torch.where(s > 0, wf / torch.where(s > 0, s, 1.0), 0.0).view(-1, GROUP_SIZE)
-        self.row_w = (scales / unit).square()
-
-    @property
-    def group_w(self) -> torch.Tensor:
-        return self.row_w.repeat_interleave(self.wf.shape[1] // GROUP_SIZE)
-
-    def row_errors(self, v: torch.Tensor) -> torch.Tensor:
-        """Weighted squared error per row, summed per group first (as the code guard compares)."""
-        return self.row_w * _group_errors(self.x, v).view(self.wf.shape[0], -1).sum(1)
-
-    def refit(self, v: torch.Tensor) -> _Rows:
-        """Per-row least-squares scales for the decoded groups ``v``, kept where the row error drops."""
-        n = self.wf.shape[0]
-        xv = (self.x * v).view(n, -1).sum(1)
-        vv = v.square().view(n, -1).sum(1)
-        alpha = xv / torch.where(vv > 0, vv, 1.0)
-        ok = (vv > 0) & (alpha > 0) & torch.isfinite(alpha)
-        new = _Rows(self.wf, torch.where(ok, self.scales * alpha, self.scales), self.unit)
-        better = ok & (new.row_errors(v) <= self.row_errors(v))
-        return _Rows(self.wf, torch.where(better, new.scales, self.scales), self.unit)
-
-
 def quantize(
     w: torch.Tensor,
     num_codebooks: int = 2,
@@ -485,14 +152,14 @@ def quantize(
     """Quantizes ``w [N, K]`` (K a multiple of 8) to ``(codes, codebooks float16 [Mc, 2^B, 8],
     scales float32 [N])``, codes uint8 (B = 8) or int16 (B = 16) ``[N, K/8, Mc]``.
 
-    Minimises ||w - dequantize(...)||^2. Scales start at each row's RMS; each codebook starts from a
-    weighted k-means (k-means++ seeding on a seeded subsample) of what the codebooks before it leave.
-    Then ``iters`` rounds of: least-squares codebook update (rounded to fp16), code update, per-row
-    scale refit. Codes: beam search with ``beam`` hypotheses for two 8-bit codebooks, exhaustive for
-    one, local search over neighbouring entries for 16-bit codebooks. Every step is guarded so the
-    error never grows; the last steps are a code update and a scale fit against the fp16 codebooks,
-    so dequantize() of the result is exactly what was optimised. Deterministic for a given ``seed``
-    and thread count.
+    Minimises ||w - dequantize(...)||^2 (docs/formats.md#vq has the details). Scales start at each
+    row's RMS; each codebook starts from a weighted k-means (k-means++ seeding on a seeded subsample)
+    of what the codebooks before it leave. Then ``iters`` rounds of: least-squares codebook update
+    (rounded to fp16), code update, per-row scale refit. Codes: beam search with ``beam``
+    hypotheses for two 8-bit codebooks, exhaustive for one, local search over neighbouring entries for
+    16-bit codebooks. No step increases the error, and the last ones are a code update and a scale
+    fit against the fp16 codebooks, so dequantize() of the result is exactly what was optimised.
+    Deterministic for a given ``seed``, whatever the thread count. Runs on the CPU.
 
     ``progress``: None/False; True for a tqdm bar over the rounds; a tqdm bar to advance; or a callable
     ``progress(round, iters, relative_error)``, called after the initialisation (round 0) and after
@@ -504,50 +171,12 @@ def quantize(
     _check_int("iters", iters, 0)
     _check_int("beam", beam, 1)
     report, close = _progress(progress, iters)
-    n, k = w.shape
-    mc, entries = num_codebooks, 1 << codebook_bits
-    wf = w.detach().to("cpu", torch.float32)
-    # Row RMS without overflow or underflow: absmax * rms(w / absmax).
-    absmax = wf.abs().amax(1)
-    safe = torch.where(absmax > 0, absmax, 1.0).unsqueeze(1)
-    scales = absmax * (wf / safe).square().mean(1).sqrt()
-    unit = float(scales.max())
-    if unit == 0.0:  # all-zero weight: zero scales reproduce it with any codes and codebooks
-        report(0, 0.0)
+    try:
+        wf = w.detach().to("cpu", torch.float32)
+        codes, codebooks, scales = _vq_fit.fit(wf, num_codebooks, codebook_bits, seed, iters, beam, report)
+    finally:
         close()
-        codes = torch.zeros(n, k // GROUP_SIZE, mc, dtype=torch.int64)
-        cbs = torch.zeros(mc, entries, GROUP_SIZE, dtype=torch.float16)
-        return codes_from_indices(codes, codebook_bits), cbs, scales
-
-    rows = _Rows(wf, scales, unit)
-    total = float((rows.row_w * rows.x.square().view(n, -1).sum(1)).sum())
-    gen = torch.Generator().manual_seed(seed)
-    cbs, parts = [], []
-    resid = rows.x
-    for _ in range(mc):
-        cb, idx = _init_codebook(resid, rows.group_w, gen, codebook_bits)
-        cbs.append(cb)
-        parts.append(idx)
-        resid = resid - cb[idx]
-    codes = torch.stack(parts, 1)
-    if mc == 2 or codebook_bits == 16:
-        codes = _update_codes(rows.x, cbs, codes, beam, 0)
-    v = _decode(cbs, codes)
-    rows = rows.refit(v)
-    loss = float(rows.row_errors(v).sum())
-    report(0, loss / total)
-    for t in range(iters):
-        new_cbs = _lsq_codebooks(rows.x, rows.group_w, codes, cbs)
-        if float(rows.row_errors(_decode(new_cbs, codes)).sum()) <= loss:
-            cbs = new_cbs
-        codes = _update_codes(rows.x, cbs, codes, beam, t % 2)
-        v = _decode(cbs, codes)
-        rows = rows.refit(v)
-        loss = float(rows.row_errors(v).sum())
-        report(t + 1, loss / total)
-    close()
-    codes = codes.view(n, k // GROUP_SIZE, mc)
-    return codes_from_indices(codes, codebook_bits), torch.stack(cbs).half(), rows.scales
+    return codes_from_indices(codes, codebook_bits), codebooks, scales
 
 
 def _progress(progress: object, iters: int):
