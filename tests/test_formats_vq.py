@@ -124,6 +124,22 @@ def test_deterministic_for_a_seed(mc, bits):
     assert not torch.equal(a[0], c[0])
 
 
+def test_result_does_not_depend_on_the_thread_count():
+    # 8192 groups: the passes are cut in several chunks, which run on as many threads as torch has.
+    w = _small_weight(128, 512)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = vq.quantize(w, iters=1)
+        torch.set_num_threads(2)
+        two = vq.quantize(w, iters=1)
+        assert torch.get_num_threads() == 2  # quantize hands torch its threads back
+    finally:
+        torch.set_num_threads(before)
+    for x, y in zip(one, two, strict=True):
+        assert torch.equal(x, y)
+
+
 @pytest.mark.parametrize(("mc", "bits"), CONFIGS)
 def test_refinement_never_increases_the_error(mc, bits):
     w = _small_weight(96, 512)

@@ -34,7 +34,7 @@ _KMEANS_ITERS = 10
 # sample points per cell.
 _CELL_CAP = 1024
 # Local search: each entry's _GRAPH_DEGREE nearest entries, searched among the entries of the
-# _GRAPH_CELLS cells nearest to its own; _HOPS moves per code update. Measured on N(0, 1) 2048x2048
+# _GRAPH_CELLS cells nearest to its own; _HOPS moves per code update. A sweep on N(0, 1) 2048x2048
 # (3 rounds): degree 32 / 8 cells / 3 hops 11.75 dB; 32/4/3 11.68; 24/4/2 11.66; 48/8/3 11.78 at
 # 1.25x the time; an exhaustive reassignment would still move 11% of the codes, +0.15 dB.
 _GRAPH_DEGREE = 32

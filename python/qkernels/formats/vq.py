@@ -26,7 +26,9 @@ CODEBOOK_BITS = (8, 16)
 # The named configurations: (num_codebooks, codebook_bits); both cost 2 bits per weight for the codes.
 CONFIGS = {"2x8": (2, 8), "1x16": (1, 16)}
 CODE_DTYPES = {8: torch.uint8, 16: torch.int16}
-DEFAULT_ITERS = 3
+# Refinement rounds by codebook bits. Measured on N(0, 1) 4096x4096: 2x8 gains 0.02 dB from a third
+# round, 1x16 0.08 dB (its rounds are Lloyd iterations over 65536 entries).
+DEFAULT_ITERS = {8: 2, 16: 3}
 DEFAULT_BEAM = 4
 
 Progress = bool | Callable[[int, int, float], object] | None
@@ -145,7 +147,7 @@ def quantize(
     codebook_bits: int = 8,
     group_size: int = GROUP_SIZE,
     seed: int = 0,
-    iters: int = DEFAULT_ITERS,
+    iters: int | None = None,
     beam: int = DEFAULT_BEAM,
     progress: Progress = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -154,12 +156,13 @@ def quantize(
 
     Minimises ||w - dequantize(...)||^2 (docs/formats.md#vq has the details). Scales start at each
     row's RMS; each codebook starts from a weighted k-means (k-means++ seeding on a seeded subsample)
-    of what the codebooks before it leave. Then ``iters`` rounds of: least-squares codebook update
-    (rounded to fp16), code update, per-row scale refit. Codes: beam search with ``beam``
-    hypotheses for two 8-bit codebooks, exhaustive for one, local search over neighbouring entries for
-    16-bit codebooks. No step increases the error, and the last ones are a code update and a scale
-    fit against the fp16 codebooks, so dequantize() of the result is exactly what was optimised.
-    Deterministic for a given ``seed``, whatever the thread count. Runs on the CPU.
+    of what the codebooks before it leave. Then ``iters`` rounds (None: DEFAULT_ITERS[codebook_bits])
+    of least-squares codebook update (rounded to fp16), code update and per-row scale refit. Codes:
+    beam search with ``beam`` hypotheses for two 8-bit codebooks, exhaustive for one, local search
+    over neighbouring entries for 16-bit codebooks. No step increases the error, and the last ones
+    are a code update and a scale fit against the fp16 codebooks, so dequantize() of the result is
+    exactly what was optimised. Deterministic for a given ``seed``, whatever the thread count. Runs
+    on the CPU.
 
     ``progress``: None/False; True for a tqdm bar over the rounds; a tqdm bar to advance; or a callable
     ``progress(round, iters, relative_error)``, called after the initialisation (round 0) and after
@@ -168,6 +171,8 @@ def quantize(
     _check_config(num_codebooks, codebook_bits, group_size)
     _check_weight(w)
     _check_int("seed", seed, 0)
+    if iters is None:
+        iters = DEFAULT_ITERS[codebook_bits]
     _check_int("iters", iters, 0)
     _check_int("beam", beam, 1)
     report, close = _progress(progress, iters)
