@@ -88,6 +88,34 @@ bool same_float(float a, float b) {
   return (std::isnan(a) && std::isnan(b)) || std::memcmp(&a, &b, sizeof a) == 0;
 }
 
+// Checks an fp32 output block c [M, ldc] against reference(m, n) -> {value, tolerance} for n < N;
+// the columns from N to ldc must still hold `guard` (nothing written past the block).
+struct Expected {
+  double value, tol;
+};
+template <typename Reference>
+void check_block(const std::vector<float>& c, int64_t ldc, int64_t M, int64_t N, float guard,
+                 int line, const Reference& reference) {
+  int bad = 0;
+  std::string first;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < ldc; ++n) {
+      const float got = c[m * ldc + n];
+      Expected e{guard, 0.0};
+      bool ok;
+      if (n < N) {
+        e = reference(m, n);
+        ok = std::fabs(got - e.value) <= e.tol;
+      } else {
+        ok = same_float(got, guard);
+      }
+      if (!ok && bad++ == 0)
+        first = "c[" + std::to_string(m) + ", " + std::to_string(n) + "] = " + str(got) +
+                ", expected " + str(e.value) + " within " + str(e.tol);
+    }
+  check(bad == 0, line, std::to_string(bad) + " wrong, first " + first);
+}
+
 // ---- quantize_row_int8 --------------------------------------------------------------------------
 
 // Lengths around every vector width (4, 8, 16, 32, 64 lanes) plus long rows with tails.
@@ -305,31 +333,16 @@ void test_gemm_f32_s8(const KernelTable& t) {
         const float guard = -1234.5f;
         std::vector<float> c(static_cast<size_t>(M * ldc), guard);
         t.gemm_f32_s8(x.data(), ldx, w.data(), ldw, c.data(), ldc, M, N, K);
-        int bad = 0;
-        std::string first;
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t n = 0; n < ldc; ++n) {
-            const float got = c[m * ldc + n];
-            bool ok;
-            double ref = guard, tol = 0.0;
-            if (n < N) {
-              double sum = 0.0, mag = 0.0;
-              for (int64_t k = 0; k < K; ++k) {
-                const double p = double{x[m * ldx + k]} * w[n * ldw + k];
-                sum += p;
-                mag += std::fabs(p);
-              }
-              ref = sum;
-              tol = static_cast<double>(K) * std::numeric_limits<float>::epsilon() * mag;
-              ok = std::fabs(got - ref) <= tol;
-            } else {
-              ok = same_float(got, guard);
-            }
-            if (!ok && bad++ == 0)
-              first = "c[" + std::to_string(m) + ", " + std::to_string(n) + "] = " + str(got) +
-                      ", expected " + str(ref) + " within " + str(tol);
+        check_block(c, ldc, M, N, guard, __LINE__, [&](int64_t m, int64_t n) {
+          double sum = 0.0, mag = 0.0;
+          for (int64_t k = 0; k < K; ++k) {
+            const double p = double{x[m * ldx + k]} * w[n * ldw + k];
+            sum += p;
+            mag += std::fabs(p);
           }
-        CHECK(bad == 0, std::to_string(bad) + " wrong, first " + first);
+          return Expected{sum,
+                          static_cast<double>(K) * std::numeric_limits<float>::epsilon() * mag};
+        });
       }
 }
 
@@ -402,41 +415,26 @@ void run_gemm_q(const KernelTable& t, qk::QFormat f, int64_t M, int64_t N, int64
   const float guard = -1234.5f;
   std::vector<float> c(static_cast<size_t>(M * ldc), guard);
   t.gemm_q[f](w, a.get(), lda, sa.data(), asum.data(), groups, c.data(), ldc, M, N);
-  int bad = 0;
-  std::string first;
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t n = 0; n < ldc; ++n) {
-      const float got = c[m * ldc + n];
-      double ref = guard, tol = 0.0;
-      bool ok;
-      if (n < N) {
-        double sum = 0.0, mag = 0.0;
-        for (int64_t g = 0; g < groups; ++g) {
-          const int zero = asym ? zeros[n * groups + g] : sym_zero;
-          int64_t isum = 0, iabs = 0;
-          for (int64_t k = g * gblocks * 32; k < std::min(K, (g + 1) * gblocks * 32); ++k) {
-            const int code = spec_code(f, packed.data() + n * rb, k);
-            const int v = f == qk::kQNF4 ? qk::nf4::kTableInt8[code] : code - zero;
-            isum += int64_t{xa[m * K + k]} * v;
-            iabs += std::abs(int64_t{xa[m * K + k]} * v);
-          }
-          const double s = double{sa[m * groups + g]} * double{scales[n * groups + g]};
-          sum += static_cast<double>(isum) * s;
-          // Kernels may split a group's integer sum into lanes and scale each: bound by |terms|.
-          mag += static_cast<double>(iabs) * std::fabs(s);
-        }
-        ref = sum;
-        // Each lane's partial sum is rounded once per group and once in the final reduction.
-        tol = static_cast<double>(groups + 8) * std::numeric_limits<float>::epsilon() * mag;
-        ok = std::fabs(got - ref) <= tol;
-      } else {
-        ok = same_float(got, guard);
+  check_block(c, ldc, M, N, guard, __LINE__, [&](int64_t m, int64_t n) {
+    double sum = 0.0, mag = 0.0;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int zero = asym ? zeros[n * groups + g] : sym_zero;
+      int64_t isum = 0, iabs = 0;
+      for (int64_t k = g * gblocks * 32; k < std::min(K, (g + 1) * gblocks * 32); ++k) {
+        const int code = spec_code(f, packed.data() + n * rb, k);
+        const int v = f == qk::kQNF4 ? qk::nf4::kTableInt8[code] : code - zero;
+        isum += int64_t{xa[m * K + k]} * v;
+        iabs += std::abs(int64_t{xa[m * K + k]} * v);
       }
-      if (!ok && bad++ == 0)
-        first = "c[" + std::to_string(m) + ", " + std::to_string(n) + "] = " + str(got) +
-                ", expected " + str(ref) + " within " + str(tol);
+      const double s = double{sa[m * groups + g]} * double{scales[n * groups + g]};
+      sum += static_cast<double>(isum) * s;
+      // Kernels may split a group's integer sum into lanes and scale each: bound by |terms|.
+      mag += static_cast<double>(iabs) * std::fabs(s);
     }
-  CHECK(bad == 0, std::to_string(bad) + " wrong, first " + first);
+    // Each lane's partial sum is rounded once per group and once in the final reduction.
+    return Expected{sum,
+                    static_cast<double>(groups + 8) * std::numeric_limits<float>::epsilon() * mag};
+  });
 }
 
 void test_gemm_q(const KernelTable& t) {
@@ -475,35 +473,19 @@ void run_gemm_vq(const KernelTable& t, int mc, int bits, int64_t M, int64_t N, i
   std::vector<float> c(static_cast<size_t>(M * ldc), guard);
   const qk::VQWeights w{codes.data(), cb.data(), K};
   t.gemm_vq[qk::vq::variant(mc, bits)](w, x.data(), ldx, c.data(), ldc, M, N);
-  int bad = 0;
-  std::string first;
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t n = 0; n < ldc; ++n) {
-      const float got = c[m * ldc + n];
-      double ref = guard, tol = 0.0;
-      bool ok;
-      if (n < N) {
-        double sum = 0.0, mag = 0.0;
-        for (int64_t g = 0; g < groups; ++g)
-          for (int64_t k = 0; k < 8; ++k) {
-            double wk = 0.0;
-            for (int q = 0; q < mc; ++q)
-              wk += cb[(q * entries + codes[(n * groups + g) * mc + q]) * 8 + k];
-            const double p = double{x[m * ldx + g * 8 + k]} * wk;
-            sum += p;
-            mag += std::fabs(p);
-          }
-        ref = sum;
-        tol = static_cast<double>(K + 2) * std::numeric_limits<float>::epsilon() * mag;
-        ok = std::fabs(got - ref) <= tol;
-      } else {
-        ok = same_float(got, guard);
+  check_block(c, ldc, M, N, guard, __LINE__, [&](int64_t m, int64_t n) {
+    double sum = 0.0, mag = 0.0;
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t k = 0; k < 8; ++k) {
+        double wk = 0.0;
+        for (int q = 0; q < mc; ++q)
+          wk += cb[(q * entries + codes[(n * groups + g) * mc + q]) * 8 + k];
+        const double p = double{x[m * ldx + g * 8 + k]} * wk;
+        sum += p;
+        mag += std::fabs(p);
       }
-      if (!ok && bad++ == 0)
-        first = "c[" + std::to_string(m) + ", " + std::to_string(n) + "] = " + str(got) +
-                ", expected " + str(ref) + " within " + str(tol);
-    }
-  CHECK(bad == 0, std::to_string(bad) + " wrong, first " + first);
+    return Expected{sum, static_cast<double>(K + 2) * std::numeric_limits<float>::epsilon() * mag};
+  });
 }
 
 void test_gemm_vq(const KernelTable& t) {
