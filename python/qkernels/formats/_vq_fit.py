@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 GROUP = 8
-# About this many fp32 scores per chunk (4 MiB): the GEMM that writes them and the reduction that reads
-# them meet in cache (measured fastest on the 2-core development machine among 2^18 .. 2^24).
-_CHUNK_SCORES = 1 << 20
+# About this many fp32 scores per chunk (2 MiB): the GEMM that writes them and the reductions that
+# read them meet in cache (a beam-search pass on the 2-core development machine was fastest at 2^19
+# among 2^18 .. 2^24, 10-20% ahead of 2^20; smaller chunks pay more per-op overhead).
+_CHUNK_SCORES = 1 << 19
 # k-means runs on a seeded subsample: 256 groups per entry of an 8-bit codebook; 2 per entry of a
 # 16-bit one (the refinement rounds then use every group). Its k-means++ seeding uses the first
 # _KMEANS_SEEDING points (the subsample is in random order) and picks _SEEDS_PER_STEP centres per step.
@@ -217,7 +218,7 @@ def decode(cbs: list[torch.Tensor], codes: torch.Tensor, skip: int = -1) -> torc
 
 
 def group_errors(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return (x - v).square().sum(1)
+    return (x - v).square_().sum(1)
 
 
 def _beam_search(x, cbs, codes, beam: int, workers: Workers) -> torch.Tensor:
@@ -363,10 +364,14 @@ def lsq_codebooks(x, weight, codes, cbs) -> list[torch.Tensor]:
     if mc * entries <= _JOINT_LSQ_MAX:
         n = mc * entries
         flat = codes + torch.arange(mc) * entries  # [G, Mc]: rows of the stacked unknowns
-        pairs = (flat.unsqueeze(2) * n + flat.unsqueeze(1)).flatten()
-        gram = torch.bincount(pairs, weights=w64.repeat_interleave(mc * mc), minlength=n * n).view(n, n)
+        gram = torch.zeros(n * n, dtype=torch.float64)
         rhs = torch.zeros(n, GROUP, dtype=torch.float64)
-        rhs.index_add_(0, flat.flatten(), (x.double() * w64.unsqueeze(1)).repeat_interleave(mc, 0))
+        wx = x.double() * w64.unsqueeze(1)
+        for c in range(mc):
+            rhs.index_add_(0, flat[:, c], wx)
+            for d in range(mc):
+                gram += torch.bincount(flat[:, c] * n + flat[:, d], weights=w64, minlength=n * n)
+        gram = gram.view(n, n)
         eye = torch.eye(n, dtype=torch.float64)
         sol = torch.linalg.solve(gram + lam * eye, rhs + lam * torch.cat(cbs).double())
         return [fp16(part.float()) for part in sol.split(entries)]
@@ -415,7 +420,7 @@ class Rows:
     def __init__(self, wf: torch.Tensor, scales: torch.Tensor, unit: float):
         self.wf, self.scales, self.unit = wf, scales, unit
         s = scales.unsqueeze(1)
-        self.x = torch.where(s > 0, wf / torch.where(s > 0, s, 1.0), 0.0).view(-1, GROUP)
+        self.x = (wf / torch.where(s > 0, s, 1.0)).masked_fill_(s == 0, 0.0).view(-1, GROUP)
         self.row_w = (scales / unit).square()
 
     @property
