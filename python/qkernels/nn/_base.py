@@ -1,4 +1,4 @@
-"""What the sub-byte Linear modules share: the bias buffer, the format tag in the state dict, the
+"""What the quantized Linear modules share: the bias buffer, the format tag in the state dict, the
 state-dict checks, and the choice between the eager op and the traced custom op."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from ._checks import check_features, check_source_linear
 
 
 class QuantizedLinear(nn.Module):
-    """Base of the group-wise/codebook modules. Subclasses set ``format_name``, ``format_version``,
-    register their quantized buffers, and implement ``config_fields``, ``_expected_buffers`` and
-    ``_kernel_args``; see the contract in :mod:`qkernels.nn`."""
+    """Base of the quantized Linear modules (int8, group-wise, codebook). Subclasses set
+    ``format_name`` and ``format_version``, register their quantized buffers, and implement
+    ``config_fields``, ``_expected_buffers`` and, where values can be checked, ``_check_values``;
+    see the contract in :mod:`qkernels.nn`."""
 
     format_name = ""
     format_version = 1
