@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -414,6 +415,20 @@ def test_bits_per_weight_is_format_agnostic_and_counts_nested_layers_once():
     model = nn.Sequential(_PackedLinear(128, 64, 32), _Adapter(_PackedLinear(64, 32, 32)))
     # 4 bits per code + two fp16 values per group of 32 = 4 + 32/32 bits; the bias is not weight storage.
     assert M.bits_per_weight(model) == pytest.approx(4 + 2 * 16 / 32)
+
+
+def test_size_counts_the_state_dict_not_caches_rebuilt_at_load():
+    mod = qk.nn.VQLinear.from_linear(nn.Linear(64, 32), **asdict(qk.VQConfig()))
+    # VQLinear keeps an fp32 copy of its fp16 codebooks for the kernel: a buffer, but not stored.
+    assert "codebooks_f32" in dict(mod.named_buffers()) and "codebooks_f32" not in mod.state_dict()
+    state = {k: t for k, t in mod.state_dict().items() if isinstance(t, torch.Tensor)}
+    stored = {k: t.numel() * t.element_size() for k, t in state.items()}
+    weight_bytes = sum(b for k, b in stored.items() if k != "bias")
+    assert M.bits_per_weight(mod) == 8 * weight_bytes / (64 * 32)
+    assert M.model_bytes(mod) == sum(stored.values())
+    shared = nn.Sequential(mod, nn.ReLU(), mod)  # one layer under two names: stored once
+    assert M.model_bytes(shared) == M.model_bytes(mod)
+    assert M.bits_per_weight(shared) == M.bits_per_weight(mod)
 
 
 # ---- latency -----------------------------------------------------------------------------------

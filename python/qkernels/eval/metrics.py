@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -484,13 +484,35 @@ def _is_linear(m: nn.Module) -> bool:
     return all(isinstance(getattr(m, a, None), int) for a in ("in_features", "out_features"))
 
 
+def _storage_key(t: Tensor) -> object:
+    """Equal keys mean one stored tensor (tied weights, a layer shared under two names): the same view
+    of the same memory, which ``qk.save`` also writes once."""
+    ptr = t.untyped_storage().data_ptr()
+    if ptr == 0:  # meta and empty tensors have no memory to compare; an empty one adds 0 bytes anyway
+        return id(t)
+    return (t.device, ptr, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+
+
+def _stored_bytes(fn: str, state: Iterable[tuple[str, object]]) -> int:
+    """Bytes of the tensors among the state-dict items ``state`` (extra states are not tensors), each
+    stored tensor once."""
+    sizes = {}
+    for name, t in state:
+        if isinstance(t, Tensor):
+            size = _nbytes(fn, name, t)  # rejects a lazy tensor before its storage is looked at
+            sizes[_storage_key(t)] = size
+    return sum(sizes.values())
+
+
 def model_bytes(model: nn.Module) -> int:
-    """Bytes of every parameter and buffer of ``model`` (packed weights, scales, zeros, codebooks,
-    biases, norms, embeddings...): ``Σ numel·element_size``, each shared tensor once."""
+    """Bytes of what ``model`` stores: the tensors of its state dict (packed weights, scales, zeros,
+    codebooks, biases, norms, embeddings...), ``Σ numel·element_size``, each shared tensor once.
+    Non-persistent buffers (caches rebuilt at load time, such as VQLinear's fp32 codebooks) are not
+    stored, so they do not count."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model_bytes: model: expected torch.nn.Module, got {type(model).__name__}")
-    tensors = {id(t): (n, t) for n, t in [*model.named_parameters(), *model.named_buffers()]}
-    return sum(_nbytes("model_bytes", n, t) for n, t in tensors.values())
+    # keep_vars: the module's own tensors, not detached copies, so a lazy one can be named as such.
+    return _stored_bytes("model_bytes", model.state_dict(keep_vars=True).items())
 
 
 def bits_per_weight(model: nn.Module) -> float:
@@ -498,9 +520,10 @@ def bits_per_weight(model: nn.Module) -> float:
 
     A linear layer is a module with integer ``in_features`` and ``out_features`` (``nn.Linear`` and
     the qkernels quantized layers) that holds no such module inside it; it has ``in·out`` weights,
-    and its storage is every parameter and buffer it owns directly except ``bias`` (packed codes,
-    scales, zeros, codebooks; shared tensors once). So an fp32 ``nn.Linear`` gives 32 and int8 with
-    one fp32 scale per row gives ``8 + 32/in_features``. Nothing here knows a format."""
+    and its storage is every tensor of its state dict except its ``bias`` (packed codes, scales,
+    zeros, codebooks; shared tensors once; non-persistent caches are not stored), as ``allocate``
+    counts it. So an fp32 ``nn.Linear`` gives 32 and int8 with one fp32 scale per row gives
+    ``8 + 32/in_features``. Nothing here knows a format."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"bits_per_weight: model: expected torch.nn.Module, got {type(model).__name__}")
     linears = [
@@ -508,13 +531,13 @@ def bits_per_weight(model: nn.Module) -> float:
         for name, m in model.named_modules()
         if _is_linear(m) and not any(_is_linear(c) for c in m.modules() if c is not m)
     ]
-    storage = {
-        id(t): (f"{name}.{n}" if name else n, t)
+    state = (
+        (f"{name}.{n}" if name else n, t)
         for name, m in linears
-        for n, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]
+        for n, t in m.state_dict(keep_vars=True).items()
         if n != "bias"
-    }
-    stored = sum(_nbytes("bits_per_weight", n, t) for n, t in storage.values())
+    )
+    stored = _stored_bytes("bits_per_weight", state)
     weights = sum(m.in_features * m.out_features for _, m in linears)
     if weights == 0:
         raise ValueError(
