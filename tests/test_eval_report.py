@@ -52,8 +52,10 @@ def case():
     labels = _outputs(model, batches).argmax(1)
     flip = torch.rand(len(labels), generator=gen) < 0.25
     labels[flip] = torch.randint(0, CLASSES, (int(flip.sum()),), generator=gen)
+    # Apart from the evaluated batches: the GPTQ formats calibrate on these.
+    calibration = [torch.randn(40, 64, generator=gen) for _ in range(2)]
     quantized = {
-        name: qk.quantize_(copy.deepcopy(model), cfg, progress=False)
+        name: qk.quantize_(copy.deepcopy(model), cfg, progress=False, calibration=calibration)
         for name, cfg in qk.FORMAT_CONFIGS.items()
     }
     candidates = [qk.FORMAT_CONFIGS["int8"], qk.FORMAT_CONFIGS["int4"], None]
@@ -454,3 +456,32 @@ def test_cli_digits_mlp_end_to_end(tmp_path):
     assert data["float"]["score"] > 90
     assert len(list((out / "plots").glob("*.png"))) == 10
     assert len(IMG_RE.findall((out / "report.html").read_text())) == 10
+
+
+def calibrated_workload(samples: int = 4):
+    """``tiny_workload`` with calibration batches apart from the evaluated ones."""
+    gen = torch.Generator().manual_seed(8)
+    return (*tiny_workload(samples), [torch.randn(64, 64, generator=gen) for _ in range(2)])
+
+
+def test_gptq_formats_need_the_workloads_calibration_inputs(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the report's plots need pip install 'qkernels[plot]'")
+    work = load_workload(f"{__name__}:calibrated_workload")
+    assert len(work.calibration) == 2 and work.calibration[0].shape == (64, 64)
+    # Asked for by name without calibration inputs: an error before anything is written.
+    args = ["--formats", "int4,int4-gptq", "--latency-repeats", "0"]
+    assert report_main(["--model", f"{__name__}:tiny_workload", *args, "--out", str(tmp_path / "a")]) == 2
+    assert "int4-gptq calibrate on inputs apart from the evaluated ones" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    out = tmp_path / "b"
+    assert report_main(["--model", f"{__name__}:calibrated_workload", *args, "--out", str(out)]) == 0
+    assert list(json.loads((out / "report.json").read_text())["formats"]) == ["int4", "int4-gptq"]
+    # The default (every format): those that need calibration are left out, with a note.
+    out = tmp_path / "c"
+    assert (
+        report_main(["--model", f"{__name__}:tiny_workload", "--latency-repeats", "0", "--out", str(out)])
+        == 0
+    )
+    assert "left out int4-gptq: " in capsys.readouterr().err
+    names = list(json.loads((out / "report.json").read_text())["formats"])
+    assert names == [f for f in qk.FORMAT_CONFIGS if not f.endswith("-gptq")]

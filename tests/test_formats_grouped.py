@@ -17,7 +17,7 @@ from formats_common import (
     spec_rtn,
     sqnr_db,
 )
-from qkernels.formats import int3, int4, nf4
+from qkernels.formats import _groups, int3, int4, nf4
 
 # The largest code of each format, from docs/formats.md (not read from the modules, so they are checked).
 QMAX = {"int4": 15, "int3": 7, "nf4": 15}
@@ -340,16 +340,23 @@ GROUP_CASES = [
         r"group_size: expected an int, got str",
     ),
     (
-        "method-gptq",
+        "method-gptq-without-hessian",
         lambda m: m.quantize(torch.randn(4, 96), 32, method="gptq"),
         ValueError,
-        r"method: expected one of \('rtn', 'mse'\), got 'gptq'",
+        r"hessian: expected the layer's input second moment \[K, K\] exactly when method is 'gptq' "
+        r"\(see qkernels.calibrate\), got None",
+    ),
+    (
+        "hessian-without-gptq",
+        lambda m: m.quantize(torch.randn(4, 96), 32, method="mse", hessian=torch.eye(96)),
+        ValueError,
+        r"hessian: expected .* exactly when method is 'gptq' .*, got a hessian with method='mse'",
     ),
     (
         "method-upper-case",
         lambda m: m.quantize(torch.randn(4, 96), 32, method="MSE"),
         ValueError,
-        r"method: expected one of \('rtn', 'mse'\), got 'MSE'",
+        r"method: expected one of \('rtn', 'mse', 'gptq'\), got 'MSE'",
     ),
     (
         "symmetric-int",
@@ -481,3 +488,21 @@ def bad_input_cases(names, cases):
 def test_bad_inputs_raise_with_a_clear_message(mod, call, error, match):
     with pytest.raises(error, match=match):
         call(mod)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("fmt", [int4.FORMAT, int3.FORMAT], ids=lambda f: f.name)
+def test_both_ways_of_scoring_the_mse_candidates_agree(fmt, symmetric, monkeypatch):
+    # All candidates at once (few values, as GPTQ asks) or one at a time (bounded memory).
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(24, 5, 32, generator=gen)
+    x[3, 1] = 0  # an all-zero group: NaN sums either way
+    steps, zeros = _groups._candidates(fmt, x, symmetric)
+    monkeypatch.setattr(_groups, "BROADCAST_LIMIT", 0)
+    looped = _groups._candidate_sums(fmt, x, steps, zeros, symmetric)
+    monkeypatch.setattr(_groups, "BROADCAST_LIMIT", 1 << 40)
+    broadcast = _groups._candidate_sums(fmt, x, steps, zeros, symmetric)
+    for a, b in zip(looped, broadcast, strict=True):
+        assert a.shape == b.shape == steps.shape
+        # The same products summed in another order: fp32 rounding of 32 terms apart.
+        torch.testing.assert_close(a, b, rtol=32 * torch.finfo(torch.float32).eps, atol=1e-5, equal_nan=True)

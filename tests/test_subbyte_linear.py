@@ -425,9 +425,23 @@ def _linear_with_nan(k=64, n=12):
         (
             Int4Linear,
             nn.Linear(64, 8),
+            {"method": "awq"},
+            ValueError,
+            r"method: expected one of \('rtn', 'mse', 'gptq'\), got 'awq'",
+        ),
+        (
+            Int3Linear,
+            nn.Linear(64, 8),
             {"method": "gptq"},
             ValueError,
-            r"method: expected 'rtn' or 'mse', got 'gptq'",
+            r"hessian: expected the layer's input second moment \[K, K\] exactly when method is 'gptq'",
+        ),
+        (
+            Int4Linear,
+            nn.Linear(64, 8),
+            {"method": "gptq", "hessian": torch.eye(32)},
+            ValueError,
+            r"hessian: expected shape \(64, 64\) \(in_features squared\), got \(32, 32\)",
         ),
         (
             NF4Linear,

@@ -12,6 +12,7 @@ _native.check_env_isa()
 
 from . import formats, nn, ops, reference  # noqa: E402  (ops registers torch.ops.qkernels.*)
 from ._native import set_isa  # noqa: E402
+from .calibration import Calibration, calibrate  # noqa: E402
 from .info import info  # noqa: E402
 from .quantize import (  # noqa: E402
     FORMAT_CONFIGS,
@@ -28,11 +29,13 @@ __version__ = _native._C.version()
 
 __all__ = [
     "FORMAT_CONFIGS",
+    "Calibration",
     "Int3Config",
     "Int4Config",
     "Int8Config",
     "NF4Config",
     "VQConfig",
+    "calibrate",
     "formats",
     "info",
     "load",

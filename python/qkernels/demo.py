@@ -112,7 +112,7 @@ def print_minilm(run: demo_minilm.MiniLMRun, repeats: int) -> list[str]:
     )
     print(minilm_table(run.rows))
     print(
-        f"MB: every parameter and buffer (the word embeddings stay fp32). ms/batch: median of {repeats} "
+        f"MB: every stored tensor (the word embeddings stay fp32). ms/batch: median of {repeats} "
         f"calls on the batch of the {demo_minilm.BATCH_SIZE} shortest sentences. R@k: a pair's first "
         "sentence finds its second among all second sentences in the top k. Δ: fp32 minus the format."
     )

@@ -63,6 +63,7 @@ def run(formats: Sequence[str], repeats: int, epochs: int) -> DigitsRun:
         class_names=work.class_names,
         latency_warmup=0,
         latency_repeats=repeats,
+        calibration=work.calibration,
         progress=sys.stderr.isatty(),
     )
     r0 = results[0]

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .calibration import Calibration, calibrate, needs_calibration
 from .demo_sentences import recall_at_k, sentence_pairs, topic_sentences
 from .eval import (
     Allocation,
@@ -43,6 +44,9 @@ ALLOCATE_TARGET = (5.0, 0.99)
 # Sentences after the evaluated ones that calibrate the per-layer choice (never evaluated on): one
 # batch, since the choice runs the model once per layer on them.
 CALIBRATION_SENTENCES = 32
+# Sentences after those that calibrate the GPTQ formats (never evaluated on): GPTQ's statistics of an
+# FFN's 1536 inputs need several thousand token rows.
+GPTQ_SENTENCES = 256
 # The per-layer plots and tables of the report come from this many batches (the shortest): two more
 # passes of the float and the quantized model over all of them would cost more than the rest.
 LAYER_BATCHES = 1
@@ -109,12 +113,29 @@ def embed(model: nn.Module, batches: Sequence[dict[str, Tensor]]) -> Tensor:
 
 
 def quantized(
-    st: nn.Module, config: Config | dict[str, Config | None], progress: bool = True
+    st: nn.Module,
+    config: Config | dict[str, Config | None],
+    progress: bool = True,
+    calibration: Calibration | None = None,
 ) -> RecordingEmbedder:
     """A :class:`RecordingEmbedder` of a deep copy of ``st`` quantized with ``config`` (layer names
-    as in ``SentenceEmbedder(st)``)."""
+    as in ``SentenceEmbedder(st)``; GPTQ layers use ``calibration``)."""
     model = RecordingEmbedder(copy.deepcopy(st)).eval()
-    return quantize_(model, config, progress=progress)
+    return quantize_(model, config, progress=progress, calibration=calibration)
+
+
+def assembled(
+    st: nn.Module, mapping: dict[str, Config | None], built: dict[Config, nn.Module]
+) -> RecordingEmbedder:
+    """A :class:`RecordingEmbedder` of a deep copy of ``st`` whose layers are copies of the layers
+    that ``built`` (a model quantized with each config) made for ``mapping``: each layer is
+    quantized on its own, so this is ``quantized(st, mapping)`` without quantizing again."""
+    model = RecordingEmbedder(copy.deepcopy(st)).eval()
+    for name, config in mapping.items():
+        if config is not None:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, copy.deepcopy(built[config].get_submodule(name)))
+    return model
 
 
 # ---- measurements -------------------------------------------------------------------------------
@@ -297,7 +318,7 @@ def measure_targets(
 ALLOCATE_NOTE = (
     "Cost of a layer's choice: the calibration sentences' embedding cosine lost with that layer alone "
     "quantized, measured for the candidate with the fewest bits and scaled to the others by their "
-    "relative output error."
+    "relative output error. int4-gptq calibrates on the 256 sentences after those."
 )
 
 
@@ -339,10 +360,15 @@ def relative_errors(
 
 
 def choose_layers(
-    st: nn.Module, configs: Sequence[Config], budget: float, calibration: list[dict[str, Tensor]]
+    st: nn.Module,
+    built: dict[Config, nn.Module],
+    budget: float,
+    calibration: list[dict[str, Tensor]],
+    stats: Calibration | None,
 ) -> Allocation:
-    """The per-layer choice among ``configs`` and fp32 under ``budget`` bits per weight, at the
-    least estimated loss of mean embedding cosine on the ``calibration`` batches.
+    """The per-layer choice among the configs of ``built`` (each with ``st`` quantized by it) and
+    fp32 under ``budget`` bits per weight, at the least estimated loss of mean embedding cosine on
+    the ``calibration`` batches; GPTQ configs are quantized with ``stats``.
 
     The cost of (layer, config) is the cosine lost when only that layer is quantized with that
     config. Measuring every pair would take one pass per pair; instead the cost is measured for the
@@ -350,7 +376,7 @@ def choose_layers(
     configs in proportion to their :func:`relative_errors` (one pass for all): to first order the
     cosine lost grows linearly with the error energy that a layer adds, at a rate of its own.
     """
-    configs = list(dict.fromkeys(configs))
+    configs = list(built)
     if not configs or not calibration:
         raise ValueError(
             f"choose_layers: configs, calibration: expected at least one of each, got {len(configs)} configs "
@@ -362,10 +388,10 @@ def choose_layers(
     def metric(model: nn.Module) -> float:
         return embedding_cosine(ref, embed(model, calibration))
 
-    quants = [quantized(st, c, progress=False) for c in configs]
+    quants = [built[c] for c in configs]
     errors = dict(zip(configs, relative_errors(fp32, quants, calibration), strict=True))
     probe = configs[min(range(len(configs)), key=lambda i: bits_per_weight(quants[i]))]
-    measured = sensitivity(fp32, probe, metric=metric, progress=False)
+    measured = sensitivity(fp32, probe, metric=metric, progress=False, calibration=stats)
     ranking = []
     for name, probe_error in errors[probe].items():
         # Cosine lost per unit of relative error; a layer whose probe cost is lost in noise costs 0.
@@ -411,14 +437,16 @@ def run(
     for name, value in (("sentences", sentences), ("repeats", repeats)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    allocatable = [FORMAT_CONFIGS[f] for f in formats if f != "vq"]
+    allocatable = [f for f in formats if f != "vq"]
     if budget is not None and not allocatable:
         # vq is left out of the choice: its layers would be quantized a second time, which takes
         # longer than everything else the choice does.
         raise ValueError(f"formats: expected a format other than vq to choose from, got {list(formats)}")
     st = load_model()
-    labelled = topic_sentences(sentences + CALIBRATION_SENTENCES)
-    evaluated, calibration = labelled[:sentences], labelled[sentences:] or labelled[:CALIBRATION_SENTENCES]
+    labelled = topic_sentences(sentences + CALIBRATION_SENTENCES + GPTQ_SENTENCES)
+    evaluated, extra = labelled[:sentences], labelled[sentences:]
+    calibration = extra[:CALIBRATION_SENTENCES] or labelled[:CALIBRATION_SENTENCES]
+    gptq_texts = [s for s, _ in extra[CALIBRATION_SENTENCES:] or calibration]
     texts = [s for s, _ in evaluated]
     topic_names = sorted({t for _, t in evaluated})
     batches, rows = tokenized_batches(st, texts)
@@ -426,18 +454,26 @@ def run(
     pairs = sentence_pairs([t for _, t in evaluated])
 
     fp32 = RecordingEmbedder(st).eval()
+    stats, calibrate_s = None, 0.0
+    if any(needs_calibration(FORMAT_CONFIGS[f]) for f in formats):
+        start = time.perf_counter()
+        stats = calibrate(SentenceEmbedder(st).eval(), tokenized_batches(st, gptq_texts)[0], progress=False)
+        calibrate_s = time.perf_counter() - start
     models, seconds = {}, {}
     for name in formats:
         start = time.perf_counter()
-        models[name] = quantized(st, FORMAT_CONFIGS[name])
-        seconds[name] = time.perf_counter() - start
+        models[name] = quantized(st, FORMAT_CONFIGS[name], calibration=stats)
+        # A GPTQ format's time includes the calibration pass that it needs (shared here).
+        seconds[name] = time.perf_counter() - start + calibrate_s * needs_calibration(FORMAT_CONFIGS[name])
     allocation = None
     if budget is not None:
         start = time.perf_counter()
         calib_batches, _ = tokenized_batches(st, [s for s, _ in calibration])
-        allocation = choose_layers(st, allocatable, budget, calib_batches)
-        models[ALLOCATE] = quantized(st, allocation.mapping)
-        seconds[ALLOCATE] = time.perf_counter() - start
+        built = {FORMAT_CONFIGS[f]: models[f] for f in allocatable}
+        allocation = choose_layers(st, built, budget, calib_batches, stats)
+        models[ALLOCATE] = assembled(st, allocation.mapping, built)
+        # The choice reuses the layers the formats' rows made: their time counts too.
+        seconds[ALLOCATE] = time.perf_counter() - start + sum(seconds[f] for f in allocatable)
     results = compare_all(fp32, models, batches, labels, topic_names, repeats)
     embs = {"fp32": fp32.recorded(batches), **{n: m.recorded(batches) for n, m in models.items()}}
     target_rows = measure_targets(st, embs["fp32"], models, embs, batches) if targets else []

@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from torch import nn
 from tqdm.auto import tqdm
 
+from .calibration import Calibration, calibrate, needs_calibration
 from .nn import Int3Linear, Int4Linear, Int8Linear, NF4Linear, VQLinear
 
 
@@ -30,7 +32,8 @@ class Int8Config:
 class Int4Config:
     """4-bit codes with one scale (and, asymmetric, one zero point) per ``group_size`` weights along
     the input dimension (32, 64, 128, ... or -1 for the whole row). ``method``: ``"rtn"``
-    (round to nearest) or ``"mse"`` (a per-group clipping search that minimises the weight error)."""
+    (round to nearest), ``"mse"`` (a per-group clipping search that minimises the weight error) or
+    ``"gptq"`` (GPTQ: minimises the output error on calibration inputs, given to ``quantize_``)."""
 
     group_size: int = 128
     symmetric: bool = True
@@ -83,6 +86,7 @@ FORMAT_CONFIGS: dict[str, Config] = {
     "int8": Int8Config(),
     "int8-w8a16": Int8Config(weight_only=True),
     "int4": Int4Config(),
+    "int4-gptq": Int4Config(method="gptq"),
     "int3": Int3Config(),
     "nf4": NF4Config(),
     "vq": VQConfig(),
@@ -130,11 +134,27 @@ def _resolver(config: object) -> Callable[[str], object | None]:
     return resolve
 
 
+def _calibration(model: nn.Module, names: list[str], calibration: Any, progress: bool) -> Calibration | None:
+    """The statistics of the layers ``names`` that need them: ``calibration`` itself, or computed
+    from it when it holds inputs."""
+    if not names:
+        return None
+    if calibration is None:
+        raise ValueError(
+            f"quantize_: calibration: expected a Calibration or sample inputs for the method='gptq' layers "
+            f"{names[:4]}{' ...' if len(names) > 4 else ''}, got None"
+        )
+    if isinstance(calibration, Calibration):
+        return calibration
+    return calibrate(model, calibration, layers=list(dict.fromkeys(names)), progress=progress)
+
+
 def quantize_(
     model: nn.Module,
     config: Config | Mapping[str, Config | None],
     filter_fn: FilterFn | None = None,
     progress: bool = True,
+    calibration: Any = None,
 ) -> nn.Module:
     """Replaces the ``nn.Linear`` layers of ``model`` by quantized modules, in place, and returns
     ``model``.
@@ -146,6 +166,10 @@ def quantize_(
 
     Every target layer is quantized before any is swapped in, so an error (it names the layer)
     leaves the model untouched. ``progress`` shows a tqdm bar over the layers on a terminal.
+
+    ``calibration``: for GPTQ configs (``method="gptq"``), a :class:`~qkernels.calibration.Calibration`
+    of this model, or sample inputs (as for ``qkernels.calibrate``) that the model, with its
+    layers as they are before this call, runs once to calibrate the GPTQ layers.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize_: model: expected torch.nn.Module, got {type(model).__name__}")
@@ -174,12 +198,15 @@ def quantize_(
             "quantize_: model: expected a container of nn.Linear layers, got an nn.Linear; "
             "use the module's from_linear instead"
         )
+    gptq = [name for name, _, cfg in targets if needs_calibration(cfg)]
+    stats = _calibration(model, gptq, calibration, progress)
     replacements, done = {}, {}
     for name, mod, cfg in tqdm(targets, desc="quantize_", unit="layer", disable=None if progress else True):
         # A shared Linear is quantized once (under its first name) and stays shared.
         key = (id(mod), cfg)
         if key not in done:
-            done[key] = cfg.module_cls.from_linear(mod, name=name, **asdict(cfg))
+            extra = {"hessian": stats.hessian(name, "quantize_")} if needs_calibration(cfg) else {}
+            done[key] = cfg.module_cls.from_linear(mod, name=name, **asdict(cfg), **extra)
         replacements[name] = done[key]
     for name, new in replacements.items():
         parent_name, _, child = name.rpartition(".")

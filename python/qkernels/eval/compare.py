@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..calibration import Calibration, calibrate, needs_calibration
 from ..quantize import FORMAT_CONFIGS, quantize_
 from . import metrics as M
 from .compare_tasks import ClassBreakdown, Score, TaskData, task_metrics
@@ -334,21 +335,48 @@ def _module_name(quant: nn.Module, names: list[str]) -> str:
     return found.pop() if len(found) == 1 else "mixed"
 
 
-def _quantized(float_model: nn.Module, spec: Any) -> tuple[nn.Module, str | None]:
-    """``spec`` as a model: a module as is; a format name, config or mapping quantizes a deep copy."""
-    if isinstance(spec, nn.Module):
-        return spec, None
+def _config_of(spec: Any) -> Any:
+    """The config (or mapping) that a format spec stands for; None for a quantized model."""
     if isinstance(spec, str):
         if spec not in FORMAT_CONFIGS:
             raise ValueError(
                 f"compare: quantized_model: expected a format name from {sorted(FORMAT_CONFIGS)}, got "
                 f"{spec!r}"
             )
-        return quantize_(copy.deepcopy(float_model), FORMAT_CONFIGS[spec], progress=False), spec
+        return FORMAT_CONFIGS[spec]
+    return None if isinstance(spec, nn.Module) else spec
+
+
+def _calibrated(float_model: nn.Module, specs: list[Any], calibration: Any) -> Any:
+    """``calibration`` as a Calibration of ``float_model`` when a spec quantizes with GPTQ (inputs
+    are run once here, for every spec), else as given."""
+    configs = [_config_of(s) for s in specs]
+    configs = [v for c in configs for v in (c.values() if isinstance(c, Mapping) else [c])]
+    if (
+        calibration is None
+        or isinstance(calibration, Calibration)
+        or not any(map(needs_calibration, configs))
+    ):
+        return calibration
+    return calibrate(float_model, calibration, progress=False)
+
+
+def _quantized(float_model: nn.Module, spec: Any, calibration: Any = None) -> tuple[nn.Module, str | None]:
+    """``spec`` as a model: a module as is; a format name, config or mapping quantizes a deep copy
+    (GPTQ layers with ``calibration``)."""
+    config = _config_of(spec)
+    if config is None:
+        return spec, None
+
+    def quantize(c: Any) -> nn.Module:
+        return quantize_(copy.deepcopy(float_model), c, progress=False, calibration=calibration)
+
+    if isinstance(spec, str):
+        return quantize(config), spec
     if isinstance(spec, Mapping):
-        return quantize_(copy.deepcopy(float_model), spec, progress=False), "mixed"
+        return quantize(spec), "mixed"
     if is_dataclass(spec) and hasattr(type(spec), "module_cls"):
-        return quantize_(copy.deepcopy(float_model), spec, progress=False), _config_name(spec)
+        return quantize(spec), _config_name(spec)
     raise TypeError(
         f"compare: quantized_model: expected torch.nn.Module, a format name, a config or a mapping, got "
         f"{type(spec).__name__}"
@@ -440,6 +468,7 @@ def compare(
     latency_warmup: int = 2,
     latency_repeats: int = 10,
     layers: bool = True,
+    calibration: Any = None,
     progress: bool = False,
 ) -> ComparisonResult:
     """Runs ``float_model`` and ``quantized_model`` on ``inputs`` and compares them (module docstring).
@@ -462,13 +491,14 @@ def compare(
     the tensor from a model's output (default: the output itself, or its "logits" or
     "sentence_embedding" entry). Latency: ``latency_warmup`` untimed then ``latency_repeats``
     timed calls on the first batch (0 skips it). ``layers=False`` skips the per-layer reports.
-    ``name`` labels the result (default: the format name). The models run as they are (call
-    ``.eval()`` first).
+    ``name`` labels the result (default: the format name). ``calibration``: sample inputs or a
+    ``qkernels.Calibration`` for formats with ``method="gptq"`` (keep them apart from ``inputs``
+    for an honest score). The models run as they are (call ``.eval()`` first).
     """
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise ValueError(f"compare: name: expected a non-empty string or None, got {name!r}")
     _check_float(float_model)
-    quant, spec_name = _quantized(float_model, quantized_model)
+    quant, spec_name = _quantized(float_model, quantized_model, calibration)
     label = name or spec_name or _module_name(quant, _check_pair(float_model, quant))
     ref = _reference(
         float_model,
@@ -498,11 +528,13 @@ def compare_formats(
     latency_warmup: int = 2,
     latency_repeats: int = 10,
     layers: bool = True,
+    calibration: Any = None,
     progress: bool = True,
 ) -> list[ComparisonResult]:
     """:func:`compare` for several formats, the float model run once: ``formats`` is a list of
     names of ``FORMAT_CONFIGS`` or a dict {result name: format name, config, mapping or quantized
-    model}. tqdm bars count the formats quantized and evaluated unless ``progress=False``."""
+    model}; GPTQ formats are calibrated once, on ``calibration``. tqdm bars count the formats
+    quantized and evaluated unless ``progress=False``."""
     if isinstance(formats, str) or not isinstance(formats, (Sequence, Mapping)) or not formats:
         raise ValueError(
             f"compare_formats: formats: expected a non-empty list or dict of formats, got {formats!r}"
@@ -514,9 +546,10 @@ def compare_formats(
             f"compare_formats: formats: expected format names from {sorted(FORMAT_CONFIGS)}, got {unknown}"
         )
     _check_float(float_model)
+    calibration = _calibrated(float_model, list(specs.values()), calibration)
     models = {}
     for label, spec in tqdm(specs.items(), desc="quantizing", unit="format", disable=not progress):
-        models[label] = _quantized(float_model, spec)[0]
+        models[label] = _quantized(float_model, spec, calibration)[0]
     ref = _reference(
         float_model,
         inputs,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import heapq
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._batches import iter_batches as _batches
+from ..calibration import Calibration, calibrate, needs_calibration
 from ..quantize import quantize_
 
 __all__ = [
@@ -47,7 +49,6 @@ OUTLIER_STDS = 6.0
 # Percentiles and outliers are computed on at most this many values per tensor (exact below it).
 MAX_SAMPLES = 1 << 18
 
-Batch = tuple[tuple[Any, ...], dict[str, Any]]
 Metric = Callable[[nn.Module], float]
 
 
@@ -203,52 +204,6 @@ def _grid_use(w: Tensor, w_hat: Tensor, group_size: int, bits: int | None) -> Gr
 
 
 # ---- inputs -------------------------------------------------------------------------------------
-
-
-def _as_batch(b: Any, where: str) -> Batch:
-    if isinstance(b, Tensor):
-        return (b,), {}
-    if isinstance(b, tuple):
-        return b, {}
-    if isinstance(b, dict):
-        return (), b
-    raise TypeError(
-        f"{where}: expected a Tensor, a tuple of arguments or a dict of keyword arguments, got "
-        f"{type(b).__name__}"
-    )
-
-
-def _check_finite(batch: Batch, where: str) -> Batch:
-    args, kwargs = batch
-    for key, v in [*enumerate(args), *kwargs.items()]:
-        if isinstance(v, Tensor) and v.dtype.is_floating_point and not bool(torch.isfinite(v).all()):
-            bad = v[~torch.isfinite(v)][0].item()
-            raise ValueError(f"{where}: expected finite values, got {bad} in argument {key!r}")
-    return batch
-
-
-def _batches(inputs: Any, fn: str) -> Iterator[Batch]:
-    """Yields ``(args, kwargs)`` per batch: a Tensor or tuple is one batch, a list (or any other
-    iterable) is a sequence of batches. Each batch is checked for NaN/Inf before it runs."""
-    if inputs is None:
-        raise ValueError(
-            f"{fn}: inputs: expected a Tensor, a tuple of arguments or a list of batches, got None"
-        )
-    if isinstance(inputs, (Tensor, tuple, dict)):
-        yield _check_finite(_as_batch(inputs, f"{fn}: inputs"), f"{fn}: inputs")
-        return
-    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Iterable):
-        raise TypeError(
-            f"{fn}: inputs: expected a Tensor, a tuple of arguments or a list of batches, got "
-            f"{type(inputs).__name__}"
-        )
-    count = 0
-    for i, b in enumerate(inputs):
-        where = f"{fn}: inputs[{i}]"
-        yield _check_finite(_as_batch(b, where), where)
-        count += 1
-    if count == 0:
-        raise ValueError(f"{fn}: inputs: expected at least one batch, got an empty {type(inputs).__name__}")
 
 
 def _first_tensor(args: tuple, kwargs: dict) -> Tensor | None:
@@ -540,8 +495,32 @@ class Sensitivity:
         raise KeyError(f"Sensitivity.cost: expected a measured (layer, config), got ({name!r}, {config!r})")
 
 
+def _stats(
+    model: nn.Module, configs: list[Any], names: list[str], calibration: Any, inputs: Any, fn: str
+) -> Calibration | None:
+    """The calibration that GPTQ configs among ``configs`` need for ``names``: ``calibration`` (a
+    Calibration, or inputs to calibrate on), else ``inputs``; None when no config needs one."""
+    if not any(needs_calibration(c) for c in configs):
+        return None
+    if isinstance(calibration, Calibration):
+        return calibration
+    source = calibration if calibration is not None else inputs
+    if source is None:
+        raise ValueError(
+            f"{fn}: calibration: expected a Calibration or sample inputs for the method='gptq' "
+            "candidates (or inputs=...), got None"
+        )
+    return calibrate(model, source, layers=names, progress=False)
+
+
 def _measure(
-    float_model: nn.Module, configs: list[Any], names: list[str], metric: Metric, fn: str, progress: bool
+    float_model: nn.Module,
+    configs: list[Any],
+    names: list[str],
+    metric: Metric,
+    fn: str,
+    progress: bool,
+    stats: Calibration | None,
 ) -> Sensitivity:
     work = copy.deepcopy(float_model)
     with torch.no_grad():
@@ -552,7 +531,13 @@ def _measure(
             parent_name, _, child = name.rpartition(".")
             parent = work.get_submodule(parent_name)
             for cfg in configs:
-                quantize_(work, cfg, filter_fn=lambda _m, n, target=name: n == target)
+                quantize_(
+                    work,
+                    cfg,
+                    filter_fn=lambda _m, n, target=name: n == target,
+                    progress=False,
+                    calibration=stats,
+                )
                 try:
                     value = _call_metric(metric, work, fn)
                 finally:
@@ -584,6 +569,7 @@ def sensitivity(
     metric: Metric | None = None,
     layers: Sequence[str] | None = None,
     inputs: Any = None,
+    calibration: Any = None,
     progress: bool = True,
 ) -> Sensitivity:
     """Quantizes one layer at a time (``quantize_`` on a deep copy of ``float_model``, the others
@@ -593,7 +579,9 @@ def sensitivity(
     ``metric(model) -> float``: higher is better (accuracy, mean embedding cosine, ...). Without
     it, the metric is the mean per-row cosine similarity of the model's outputs on ``inputs`` with
     the float model's. ``layers``: names of nn.Linear layers (default: all). ``float_model`` is
-    not modified. A tqdm bar counts the layers unless ``progress=False``.
+    not modified. ``calibration``: for GPTQ configs, a ``Calibration`` of ``float_model`` or
+    sample inputs to calibrate on (default: ``inputs``). A tqdm bar counts the layers unless
+    ``progress=False``.
     """
     fn = "sensitivity"
     _check_model(float_model, fn, "float_model")
@@ -603,7 +591,8 @@ def sensitivity(
         metric = _output_cosine_metric(float_model, inputs, fn)
     elif not callable(metric):
         raise TypeError(f"{fn}: metric: expected a callable model -> float or None, got {metric!r}")
-    return _measure(float_model, configs, names, metric, fn, progress)
+    stats = _stats(float_model, configs, names, calibration, inputs, fn)
+    return _measure(float_model, configs, names, metric, fn, progress, stats)
 
 
 # ---- allocation ---------------------------------------------------------------------------------
@@ -791,19 +780,22 @@ def allocate(
     metric: Metric | None = None,
     inputs: Any = None,
     sensitivity: Sensitivity | None = None,
+    calibration: Any = None,
     progress: bool = True,
 ) -> Allocation:
     """Chooses, per nn.Linear of ``model``, one of ``candidates`` (configs, or None = keep float) so
     that all Linear weights together take at most ``budget_bits_per_weight`` bits per weight at the
     lowest total estimated cost. ``model`` is not modified.
 
-    Bits: a candidate's bits are those of every state-dict tensor of ``module_cls.from_linear(layer)``
-    but the bias (scales, zeros, codebooks included); float is the weight's own width (32, or 16 in
-    bf16/fp16). Cost of (layer, candidate), the first that applies: ``sensitivity.cost`` (a
-    ``Sensitivity`` covering every layer and non-None candidate); the cost measured now with
-    ``metric`` (see ``sensitivity()``); else the relative output error of that layer alone on the
-    calibration ``inputs``, Σ (ŷ − y)² / Σ y². Float costs 0. The choice is the greedy Lagrangian
-    solution of the multiple-choice knapsack (docs/evaluation.md).
+    Bits: a candidate's bits are those of every state-dict tensor of its module for the layer (as
+    ``from_linear`` shapes them) but the bias (scales, zeros, codebooks included); float is the
+    weight's own width (32, or 16 in bf16/fp16). Cost of (layer, candidate), the first that
+    applies: ``sensitivity.cost`` (a ``Sensitivity`` covering every layer and non-None
+    candidate); the cost measured now with ``metric`` (see ``sensitivity()``); else the relative
+    output error of that layer alone on the calibration ``inputs``, Σ (ŷ − y)² / Σ y². Float
+    costs 0. The choice is the greedy Lagrangian solution of the multiple-choice knapsack
+    (docs/evaluation.md). GPTQ candidates, when quantized here, use ``calibration`` (a
+    ``Calibration`` of ``model`` or sample inputs; default: ``inputs``).
     """
     fn = "allocate"
     _check_model(model, fn, "model")
@@ -834,6 +826,9 @@ def allocate(
             "given, got None"
         )
 
+    # Layers are quantized here only for the proxy or to measure costs (GPTQ ones calibrated).
+    quantizes = use_proxy or sensitivity is None
+    stats = _stats(model, cands, names, calibration, inputs, fn) if quantizes else None
     # The quantized modules are kept only for the proxy's calibration pass.
     built: dict[tuple[str, int], nn.Module] = {}
     bits: dict[tuple[str, int], float] = {}
@@ -841,18 +836,21 @@ def allocate(
         for i, c in enumerate(cands):
             if c is None:
                 bits[(name, i)] = float(lin.weight.element_size() * 8)
+                continue
+            if use_proxy:
+                extra = {"hessian": stats.hessian(name, fn)} if needs_calibration(c) else {}
+                mod = built[(name, i)] = c.module_cls.from_linear(lin, name=name, **asdict(c), **extra)
             else:
-                mod = c.module_cls.from_linear(lin, name=name, **asdict(c))
-                bits[(name, i)] = _stored_bits(mod) / lin.weight.numel()
-                if use_proxy:
-                    built[(name, i)] = mod
+                # The stored tensors' shapes do not depend on the weights: an empty module counts.
+                mod = c.module_cls._empty_like(lin, name, **asdict(c))
+            bits[(name, i)] = _stored_bits(mod) / lin.weight.numel()
 
     if use_proxy:
         cost = _proxy_costs(model, names, built, inputs)
         built.clear()
     else:
         if sensitivity is None:
-            sensitivity = _measure(model, [cands[i] for i in quantized], names, metric, fn, progress)
+            sensitivity = _measure(model, [cands[i] for i in quantized], names, metric, fn, progress, stats)
         measured = {(e.name, e.config): e.cost for e in sensitivity.ranking}
         missing = [(n, cands[i]) for n in names for i in quantized if (n, cands[i]) not in measured]
         if missing:

@@ -7,8 +7,9 @@
   English sentences of CPython's own documentation (``pydoc_data.topics``), each labelled with its
   topic: an embedding model with the centroid accuracy per topic.
 
-A callable named ``module.path:callable`` returns ``(model, inputs, task)`` or ``(model, inputs,
-task, labels)``; it is called with ``samples=N`` and ``data=PATH`` when those options are given.
+A callable named ``module.path:callable`` returns ``(model, inputs, task)``, ``(model, inputs,
+task, labels)`` or ``(model, inputs, task, labels, calibration)`` (inputs for GPTQ to calibrate
+on); it is called with ``samples=N`` and ``data=PATH`` when those options are given.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ __all__ = [
 DIGITS_HIDDEN = 512
 DIGITS_BATCH = 128
 MINILM_BATCH = 32
+# Sentences after the evaluated ones that calibrate GPTQ.
+MINILM_CALIBRATION = 256
 
 
 @dataclass(frozen=True)
 class Workload:
     """What :func:`qkernels.eval.compare.compare` takes: the float model, its input batches, the task
-    and the labels (or None); ``class_names`` name the label values where they have names."""
+    and the labels (or None); ``class_names`` name the label values where they have names;
+    ``calibration``: batches apart from ``inputs`` that GPTQ formats calibrate on (or None)."""
 
     name: str
     model: nn.Module
@@ -51,6 +55,7 @@ class Workload:
     task: str
     labels: Tensor | list[Tensor] | None = None
     class_names: list[str] | None = None
+    calibration: list[Any] | None = None
 
 
 def _check_samples(samples: Any, where: str) -> int | None:
@@ -67,7 +72,7 @@ def digits_mlp(
 ) -> Workload:
     """The digits classifier: trained on a seeded 75 % of ``sklearn.datasets.load_digits`` (pixels
     scaled to [0, 1]) with Adam, evaluated on the other 25 % (449 images; the first ``samples`` of
-    them when given) in batches of 128."""
+    them when given) in batches of 128; the training images calibrate GPTQ."""
     _check_samples(samples, "digits-mlp")
     if data is not None:
         raise ValueError(
@@ -110,7 +115,10 @@ def digits_mlp(
     test = test[:samples] if samples is not None else test
     xs, ys = x[test], y[test]
     inputs = list(xs.split(DIGITS_BATCH))
-    return Workload("digits-mlp", model, inputs, "classification", ys, [str(i) for i in range(10)])
+    names = [str(i) for i in range(10)]
+    return Workload(
+        "digits-mlp", model, inputs, "classification", ys, names, list(x[train].split(DIGITS_BATCH))
+    )
 
 
 # ---- minilm -------------------------------------------------------------------------------------
@@ -159,7 +167,8 @@ class SentenceEmbedder(nn.Module):
 def minilm(samples: int | None = None, data: str | None = None) -> Workload:
     """all-MiniLM-L6-v2 on ``samples`` (default 256) sentences: from ``data`` (a text file, one
     sentence per line; no labels) or from the pydoc topics (labelled with their topic), in batches
-    of 32 of similar length."""
+    of 32 of similar length. Up to :data:`MINILM_CALIBRATION` sentences after those calibrate GPTQ
+    (None when there are none)."""
     _check_samples(samples, "minilm")
     from ..demo import load_model
 
@@ -170,22 +179,26 @@ def minilm(samples: int | None = None, data: str | None = None) -> Workload:
         if not path.is_file():
             raise ValueError(f"minilm: data: expected a text file with one sentence per line, got {data!r}")
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        pairs = [(s, "") for s in lines[:n]]
+        pairs = [(s, "") for s in lines[: n + MINILM_CALIBRATION]]
     else:
-        pairs = topic_sentences(n)
+        pairs = topic_sentences(n + MINILM_CALIBRATION)
+    pairs, held_out = pairs[:n], pairs[n:]
     if not pairs:
         raise ValueError(f"minilm: data: expected at least one sentence, got none in {data!r}")
-    # Similar lengths in a batch, as sentence-transformers' encode() forms them: little padding.
+
+    def batches(texts: list[str]) -> list[dict[str, Tensor]]:
+        # Similar lengths in a batch, as sentence-transformers' encode() forms them: little padding.
+        texts = sorted(texts, key=len)
+        return [dict(st.tokenize(texts[i : i + MINILM_BATCH])) for i in range(0, len(texts), MINILM_BATCH)]
+
     pairs.sort(key=lambda p: len(p[0]))
-    inputs = [
-        dict(st.tokenize([s for s, _ in pairs[i : i + MINILM_BATCH]]))
-        for i in range(0, len(pairs), MINILM_BATCH)
-    ]
+    inputs = batches([s for s, _ in pairs])
     labels = names = None
     if data is None:
         names = sorted({t for _, t in pairs})
         labels = torch.tensor([names.index(t) for _, t in pairs])
-    return Workload("minilm", SentenceEmbedder(st).eval(), inputs, "embedding", labels, names)
+    calibration = batches([s for s, _ in held_out]) or None
+    return Workload("minilm", SentenceEmbedder(st).eval(), inputs, "embedding", labels, names, calibration)
 
 
 BUILTIN_MODELS: dict[str, Callable[..., Workload]] = {"digits-mlp": digits_mlp, "minilm": minilm}
@@ -204,10 +217,10 @@ def _from_callable(spec: str, samples: int | None, data: str | None) -> Workload
         raise TypeError(f"model: {spec}: expected a callable, got {type(fn).__name__}")
     kwargs = {k: v for k, v in (("samples", samples), ("data", data)) if v is not None}
     got = fn(**kwargs)
-    if not isinstance(got, tuple) or len(got) not in (3, 4):
+    if not isinstance(got, tuple) or len(got) not in (3, 4, 5):
         raise TypeError(
-            f"model: {spec}: expected it to return (model, inputs, task) or (model, inputs, task, labels), "
-            f"got {type(got).__name__}"
+            f"model: {spec}: expected it to return (model, inputs, task), (model, inputs, task, labels) or "
+            f"(model, inputs, task, labels, calibration inputs), got {type(got).__name__}"
         )
     model, inputs, task, *rest = got
     if not isinstance(model, nn.Module):
@@ -216,7 +229,8 @@ def _from_callable(spec: str, samples: int | None, data: str | None) -> Workload
         )
     if task not in TASKS:
         raise ValueError(f"model: {spec}: expected a task from {TASKS} as the third value, got {task!r}")
-    return Workload(spec, model, inputs, task, rest[0] if rest else None)
+    labels, calibration = (*rest, None, None)[:2]
+    return Workload(spec, model, inputs, task, labels, calibration=calibration)
 
 
 def load_workload(model: str, samples: int | None = None, data: str | None = None) -> Workload:

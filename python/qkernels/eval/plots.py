@@ -71,6 +71,7 @@ FORMAT_COLORS: dict[str, str] = {
     "int8": "#1f77b4",
     "int8_w8a16": "#17becf",
     "int4": "#ff7f0e",
+    "int4_gptq": "#ffbb78",  # GPTQ: the light shade of int4's colour
     "int3": "#d62728",
     "nf4": "#2ca02c",
     "vq": "#9467bd",
@@ -376,7 +377,8 @@ def class_accuracy(
         vmax = max(float(v.max()) for v in data.values())
         # Bars from 0 would hide differences of a few points between formats near 100%.
         low = max(0.0, vmin - 0.2 * max(vmax - vmin, 1e-6 * abs(vmax)))
-        ax.set_ylim(low, vmax + 0.08 * (vmax - low))
+        # Every bar at 0 (every class missed) still needs an axis of some height.
+        ax.set_ylim(low, vmax + 0.08 * (vmax - low) if vmax > low else low + 1.0)
         ax.set_xlabel("class")
         ax.set_ylabel(ylabel + (f", axis from {low:.3g}" if low > 0 else ""))
         fig.legend(loc="outside right upper", fontsize=8)

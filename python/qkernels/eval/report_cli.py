@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..calibration import calibrate, needs_calibration
 from ..quantize import FORMAT_CONFIGS
 from .compare import compare_formats
 from .layerwise import allocate
@@ -29,12 +30,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--model",
         required=True,
         help=f"a built-in model ({', '.join(BUILTIN_MODELS)}) or module.path:callable returning "
-        "(model, inputs, task[, labels])",
+        "(model, inputs, task[, labels[, calibration inputs]])",
     )
     p.add_argument(
         "--formats",
-        default=",".join(FORMAT_CONFIGS),
-        help=f"comma-separated formats (default all: {','.join(FORMAT_CONFIGS)})",
+        help=f"comma-separated formats (default all: {','.join(FORMAT_CONFIGS)}; the GPTQ ones only for "
+        "a model that brings calibration inputs)",
     )
     p.add_argument("--data", help="data for the model: for minilm a text file with one sentence per line")
     p.add_argument("--samples", type=int, help="evaluate on this many samples (default: the model's own)")
@@ -53,7 +54,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if argv and argv[0] == "--":
         argv = argv[1:]
     args = p.parse_args(argv)
-    args.formats = list(dict.fromkeys(f.strip() for f in args.formats.split(",") if f.strip()))
+    args.default_formats = args.formats is None
+    formats = ",".join(FORMAT_CONFIGS) if args.formats is None else args.formats
+    args.formats = list(dict.fromkeys(f.strip() for f in formats.split(",") if f.strip()))
     unknown = [f for f in args.formats if f not in FORMAT_CONFIGS]
     if unknown or not args.formats:
         p.error(f"--formats: expected names from {', '.join(FORMAT_CONFIGS)}, got {args.formats or '(none)'}")
@@ -78,12 +81,32 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as e:
         print(f"qkernels report: {e}", file=sys.stderr)
         return 2
+    gptq = [f for f in args.formats if needs_calibration(FORMAT_CONFIGS[f])]
+    if gptq and work.calibration is None and args.default_formats:
+        # The default asks for every format: those that cannot run here are left out, not an error.
+        args.formats = [f for f in args.formats if f not in gptq]
+        left = ", ".join(gptq)
+        print(f"qkernels report: left out {left}: {work.name} brings no calibration inputs", file=sys.stderr)
+        gptq = []
     specs: dict[str, object] = {f: f for f in args.formats}
+    calibration = None
+    if gptq:
+        if work.calibration is None:
+            print(
+                f"qkernels report: --formats: {', '.join(gptq)} calibrate on inputs apart from the "
+                f"evaluated ones, and {work.name} brings none (a model callable may return them as a "
+                "fifth value)",
+                file=sys.stderr,
+            )
+            return 2
+        calibration = calibrate(work.model, work.calibration)
     allocation = None
     if args.budget is not None:
         candidates = [FORMAT_CONFIGS[f] for f in args.formats] + [None]
         try:
-            allocation = allocate(work.model, candidates, args.budget, inputs=work.inputs)
+            allocation = allocate(
+                work.model, candidates, args.budget, inputs=work.inputs, calibration=calibration
+            )
         except ValueError as e:
             print(f"qkernels report: --budget: {e}", file=sys.stderr)
             return 2
@@ -103,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         work.labels,
         class_names=work.class_names,
         latency_repeats=args.latency_repeats,
+        calibration=calibration,
     )
     title = args.title or f"{work.name}: quantization report"
     files = write_report(results, args.out, title=title, allocation=allocation)

@@ -234,7 +234,7 @@ def sections(results: Sequence[ComparisonResult], allocation: Allocation | None)
         (
             "Summary",
             f"Task {r0.task}: {r0.rows:,} {unit}s in {r0.batches} batch{'es' if r0.batches > 1 else ''}. "
-            "Size counts every parameter and buffer; bits/weight the linear layers' storage (codes, "
+            "Size counts every tensor of the state dict; bits/weight the linear layers' storage (codes, "
             "scales, zeros) per weight. Latency: one call on the first batch.",
             [("", summary_table(results))],
         ),

@@ -16,7 +16,10 @@ import torch
 # The MSE search scales RTN's step by these ratios (1.0 is RTN's own step): values past the clipped
 # range of a smaller step lose less than the finer grid gains for the rest of the group.
 CLIP_RATIOS = [(16 + i) / 32 for i in range(17)]
-METHODS = ("rtn", "mse")
+# The MSE search scores all candidates at once (broadcast) up to this many values, one candidate at
+# a time above it (bounded memory).
+BROADCAST_LIMIT = 1 << 22
+METHODS = ("rtn", "mse", "gptq")
 
 
 @dataclass(frozen=True)
@@ -226,24 +229,30 @@ def _refit(x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, z: torch.Tensor) -
     return torch.where((see == 0) | ~torch.isfinite(ls), d, ls)
 
 
-def _mse(
-    fmt: GroupFormat, x: torch.Tensor, symmetric: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Step, zero and codes minimising each group's squared error over RTN, the clip grid and a
-    least-squares refit; RTN is kept unless a candidate is strictly better."""
+def _candidate_sums(
+    fmt: GroupFormat, x: torch.Tensor, steps: torch.Tensor, zeros: torch.Tensor, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum(x e)`` and ``sum(e^2)`` (fp32 ``[R, Z, N, g]``) of every candidate, with
+    ``e = q - z = clamp(round(x / d), -z, qmax - z)``; x / 0 (an all-zero group) gives NaN sums."""
     n, g, length = x.shape
-    x = x.contiguous()
+    if steps.numel() * length <= BROADCAST_LIMIT:
+        # Few values (GPTQ asks for one group at a time): every candidate in a handful of ops.
+        t = torch.round(x / steps[:, :1].unsqueeze(-1))
+        if symmetric:
+            e = t.clamp_(-fmt.sym_zero, fmt.qmax - fmt.sym_zero)
+        else:
+            z = zeros.unsqueeze(-1)
+            e = (t + z).clamp_(0, fmt.qmax).sub_(z)
+        return (x * e).sum(-1), e.square().sum(-1)
+    # Many values: one candidate at a time in preallocated buffers, with the sums written by bmm
+    # straight into their slots: on few (shared) cores the number of parallel ops, not their
+    # arithmetic, sets the running time.
     rows = x.view(-1, 1, length)
-    steps, zeros = _candidates(fmt, x, symmetric)
-    # e = q - z = clamp(round(x / d), -z, qmax - z) for each candidate, in preallocated buffers, with
-    # the sums written by bmm straight into their slots: on few (shared) cores the number of
-    # parallel ops, not their arithmetic, sets the running time.
     t = torch.empty_like(x)
     e = t if symmetric else torch.empty_like(x)
     sxe = torch.empty((*steps.shape[:2], n * g, 1, 1))
     see = torch.empty_like(sxe)
     for i in range(steps.shape[0]):
-        # x / 0 (an all-zero group) gives a NaN score, which never wins below.
         torch.div(x, steps[i, 0].unsqueeze(-1), out=t).round_()
         for j in range(steps.shape[1]):
             if symmetric:
@@ -254,9 +263,21 @@ def _mse(
             ecol = e.view(-1, length, 1)
             torch.bmm(rows, ecol, out=sxe[i, j])
             torch.bmm(e.view(-1, 1, length), ecol, out=see[i, j])
+    return sxe.view(*steps.shape), see.view(*steps.shape)
+
+
+def _mse(
+    fmt: GroupFormat, x: torch.Tensor, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step, zero and codes minimising each group's squared error over RTN, the clip grid and a
+    least-squares refit; RTN is kept unless a candidate is strictly better."""
+    n, g, _ = x.shape
+    x = x.contiguous()
+    steps, zeros = _candidates(fmt, x, symmetric)
+    sxe, see = _candidate_sums(fmt, x, steps, zeros, symmetric)
     # Ranks by the error left after a least-squares refit of the step,
     # sum x^2 - sum(x e)^2 / sum(e^2), in fp64 so that the square cannot overflow.
-    score = sxe.view(-1, n, g).double().square_().div_(see.view(-1, n, g).double()).neg_()
+    score = sxe.reshape(-1, n, g).double().square_().div_(see.reshape(-1, n, g).double()).neg_()
     best = score.nan_to_num_(nan=float("inf")).argmin(0, keepdim=True)
     d_b = steps.reshape(-1, n, g).gather(0, best).squeeze(0)
     z_b = zeros.reshape(-1, n, g).gather(0, best).squeeze(0)
@@ -283,7 +304,13 @@ def _mse(
 
 
 def quantize(
-    fmt: GroupFormat, where: str, w: object, group_size: object, symmetric: object, method: object
+    fmt: GroupFormat,
+    where: str,
+    w: object,
+    group_size: object,
+    symmetric: object,
+    method: object,
+    hessian: object = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The shared ``quantize`` of the group formats; see ``int4.quantize``."""
     wf = check_weight(where, w)
@@ -295,6 +322,17 @@ def quantize(
         raise TypeError(f"{where}: symmetric: expected a bool, got {type(symmetric).__name__}")
     if method not in METHODS:
         raise ValueError(f"{where}: method: expected one of {METHODS}, got {method!r}")
+    if (method == "gptq") != (hessian is not None):
+        got = "None" if hessian is None else f"a hessian with method={method!r}"
+        raise ValueError(
+            f"{where}: hessian: expected the layer's input second moment [K, K] exactly when method is "
+            f"'gptq' (see qkernels.calibrate), got {got}"
+        )
+    if method == "gptq":
+        from . import _gptq  # here: _gptq builds on this module
+
+        q, d, z = _gptq.quantize(fmt, where, wf, hessian, group, symmetric)
+        return q.to(torch.uint8), d, None if symmetric else z.to(torch.uint8)
     codes, scales, zeros = [], [], []
     for x in split_groups(wf, group):
         if method == "rtn":

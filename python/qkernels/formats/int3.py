@@ -35,7 +35,11 @@ _HIGH_SHIFTS = torch.arange(8, dtype=torch.uint8)
 
 
 def quantize(
-    w: torch.Tensor, group_size: int = 128, symmetric: bool = True, method: str = "rtn"
+    w: torch.Tensor,
+    group_size: int = 128,
+    symmetric: bool = True,
+    method: str = "rtn",
+    hessian: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Quantizes ``w [N, K]`` (finite floats) in groups of ``group_size`` along K (a positive multiple
     of 32, or -1 for the whole row; the last group may be partial).
@@ -46,8 +50,11 @@ def quantize(
     ``method="rtn"``: symmetric maps the group's largest-magnitude value v to code 0 (scale v / -4);
     asymmetric spans [min, max] with an integer zero. ``"mse"`` searches clipped scales (and zeros)
     with a least-squares refit per group and never does worse than RTN.
+    ``"gptq"`` needs ``hessian``, the second moment ``X^T X / rows`` ``[K, K]`` of the layer's
+    inputs (``qkernels.calibrate``), and minimises the output error on those inputs instead
+    (``_gptq``); the steps come from the MSE search on the compensated weights.
     """
-    return _groups.quantize(FORMAT, "int3.quantize", w, group_size, symmetric, method)
+    return _groups.quantize(FORMAT, "int3.quantize", w, group_size, symmetric, method, hessian)
 
 
 def dequantize(

@@ -23,7 +23,11 @@ FORMAT = _groups.GroupFormat("int4", BITS, even_k=True)
 
 
 def quantize(
-    w: torch.Tensor, group_size: int = 128, symmetric: bool = True, method: str = "rtn"
+    w: torch.Tensor,
+    group_size: int = 128,
+    symmetric: bool = True,
+    method: str = "rtn",
+    hessian: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Quantizes ``w [N, K]`` (finite floats, K even) in groups of ``group_size`` along K (a positive
     multiple of 32, or -1 for the whole row; the last group may be partial).
@@ -34,8 +38,11 @@ def quantize(
     ``method="rtn"``: symmetric takes ggml's q4_0 rule (the group's largest-magnitude value v maps to
     code 0: scale v / -8); asymmetric spans [min, max] with an integer zero. ``"mse"`` searches
     clipped scales (and zeros) with a least-squares refit per group and never does worse than RTN.
+    ``"gptq"`` needs ``hessian``, the second moment ``X^T X / rows`` ``[K, K]`` of the layer's
+    inputs (``qkernels.calibrate``), and minimises the output error on those inputs instead
+    (``_gptq``); the steps come from the MSE search on the compensated weights.
     """
-    return _groups.quantize(FORMAT, "int4.quantize", w, group_size, symmetric, method)
+    return _groups.quantize(FORMAT, "int4.quantize", w, group_size, symmetric, method, hessian)
 
 
 def dequantize(

@@ -38,8 +38,8 @@ class _GroupwiseLinear(QuantizedLinear):
         self.group = _groups.resolve_group_size(name, group_size, in_features)
         if self.fmt.FORMAT.even_k:
             _groups.check_even(name, in_features)
-        if method not in ("rtn", "mse"):
-            raise ValueError(f"{name}: method: expected 'rtn' or 'mse', got {method!r}")
+        if method not in _groups.METHODS:
+            raise ValueError(f"{name}: method: expected one of {_groups.METHODS}, got {method!r}")
         self.group_size = group_size
         self.symmetric = bool(symmetric)
         self.method = method
@@ -58,12 +58,21 @@ class _GroupwiseLinear(QuantizedLinear):
         symmetric: bool = True,
         method: str = "rtn",
         name: str | None = None,
+        hessian: Tensor | None = None,
     ) -> _GroupwiseLinear:
-        """Quantizes ``linear`` (RTN or the MSE scale search). ``name`` labels errors."""
+        """Quantizes ``linear`` (RTN, the MSE scale search, or GPTQ with ``hessian``, the second
+        moment of the layer's inputs: see ``qkernels.calibrate``). ``name`` labels errors."""
         mod = cls._empty_like(linear, name, group_size=group_size, symmetric=symmetric, method=method)
-        codes, scales, zeros = cls.fmt.quantize(
-            linear.weight.detach().float().cpu(), group_size=group_size, symmetric=symmetric, method=method
-        )
+        try:
+            codes, scales, zeros = cls.fmt.quantize(
+                linear.weight.detach().float().cpu(),
+                group_size=group_size,
+                symmetric=symmetric,
+                method=method,
+                hessian=hessian,
+            )
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{cls._where(name)}: {e}") from None
         with torch.no_grad():
             mod.packed.copy_(cls.fmt.pack(codes))
             mod.scales.copy_(scales)

@@ -1,0 +1,113 @@
+"""Calibration: the second moment ``H = X^T X / rows`` of the inputs of each ``nn.Linear``, over sample
+batches run through the model. GPTQ (``method="gptq"`` in ``Int4Config``/``Int3Config``) needs it
+to weigh a layer's rounding errors by how much they reach its outputs.
+
+``calibrate(model, inputs)`` runs the model once; ``quantize_(model, config, calibration=...)``
+takes the result, or the inputs themselves and calibrates the layers that need it. Every row of
+every batch counts, padding positions included: pass batches without padding (or of similar
+lengths) when it matters.
+
+Memory: one float64 ``[K, K]`` matrix per calibrated layer (K = in_features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ._batches import iter_batches
+
+__all__ = ["Calibration", "calibrate", "needs_calibration"]
+
+
+def needs_calibration(config: Any) -> bool:
+    """Whether quantizing with ``config`` needs a :class:`Calibration` (GPTQ)."""
+    return getattr(config, "method", None) == "gptq"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per layer name: ``hessians[name]`` = ``X^T X / rows`` (float64 ``[K, K]``) and ``rows[name]``,
+    the number of input rows it averages (a shared layer counts each of its calls)."""
+
+    hessians: dict[str, Tensor]
+    rows: dict[str, int]
+
+    def hessian(self, name: str, where: str) -> Tensor:
+        """The matrix of layer ``name``; ``where`` names the caller in the error for a layer that was
+        not calibrated."""
+        if name not in self.hessians:
+            raise ValueError(
+                f"{where}: calibration: expected statistics for layer {name!r}, got them for "
+                f"{sorted(self.hessians)[:4]}{' ...' if len(self.hessians) > 4 else ''}"
+            )
+        return self.hessians[name]
+
+
+def _linears(model: nn.Module, fn: str) -> dict[str, nn.Linear]:
+    # remove_duplicate=False: a Linear shared under several names is found under each of them.
+    found = {n: m for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, nn.Linear)}
+    if not found or list(found) == [""]:
+        raise ValueError(f"{fn}: model: expected a container of nn.Linear layers, got none")
+    return found
+
+
+def calibrate(
+    model: nn.Module, inputs: Any, layers: Sequence[str] | None = None, progress: bool = True
+) -> Calibration:
+    """Runs ``model`` (as it is: train/eval mode untouched, no gradients) on ``inputs`` (a Tensor,
+    a tuple of arguments, a dict of keyword arguments, or a list of those, one per batch) and
+    returns the second moment of the inputs of each ``nn.Linear`` named in ``layers`` (default:
+    all). A tqdm bar counts the batches unless ``progress=False``."""
+    fn = "calibrate"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: model: expected torch.nn.Module, got {type(model).__name__}")
+    found = _linears(model, fn)
+    if layers is None:
+        names = list(found)
+    else:
+        if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
+            raise TypeError(f"{fn}: layers: expected a non-empty list of nn.Linear names, got {layers!r}")
+        unknown = [n for n in layers if n not in found]
+        if unknown:
+            raise ValueError(
+                f"{fn}: layers: expected names of nn.Linear layers of model (e.g. {list(found)[:3]}), got "
+                f"{unknown}"
+            )
+        names = list(dict.fromkeys(layers))
+    # A shared Linear runs once per call whatever its names: one accumulator per module.
+    modules = {id(found[n]): found[n] for n in names}
+    sums = {key: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for key, m in modules.items()}
+    rows = dict.fromkeys(modules, 0)
+
+    def hook_for(key: int):
+        def hook(_mod, args):
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{fn}: inputs: expected finite layer inputs, got NaN or Inf in a Linear's")
+            # fp32 products, fp64 sum: a batch's error stays at fp32's, the total does not grow with rows.
+            sums[key] += (x.T @ x).double()
+            rows[key] += x.shape[0]
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(hook_for(key)) for key, m in modules.items()]
+    try:
+        with torch.no_grad():
+            batches = iter_batches(inputs, fn)
+            for args, kwargs in tqdm(batches, desc=fn, unit="batch", disable=None if progress else True):
+                model(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    unseen = [n for n in names if rows[id(found[n])] == 0]
+    if unseen:
+        raise ValueError(f"{fn}: inputs: expected every calibrated layer to run, got none for {unseen[:4]}")
+    return Calibration(
+        {n: sums[id(found[n])] / rows[id(found[n])] for n in names}, {n: rows[id(found[n])] for n in names}
+    )
