@@ -49,6 +49,22 @@ class Calibration:
         return self.hessians[name]
 
 
+def select_layers(available: list[str], layers: Any, fn: str, model_arg: str) -> list[str]:
+    """``layers`` (default: all of ``available``), checked to be a non-empty list of names from
+    ``available``, the nn.Linear names of the argument ``model_arg``; duplicates dropped."""
+    if layers is None:
+        return list(available)
+    if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
+        raise TypeError(f"{fn}: layers: expected a non-empty list of nn.Linear names, got {layers!r}")
+    unknown = [n for n in layers if n not in available]
+    if unknown:
+        raise ValueError(
+            f"{fn}: layers: expected names of nn.Linear layers of {model_arg} (e.g. {available[:3]}), got "
+            f"{unknown}"
+        )
+    return list(dict.fromkeys(layers))
+
+
 def _linears(model: nn.Module, fn: str) -> dict[str, nn.Linear]:
     # remove_duplicate=False: a Linear shared under several names is found under each of them.
     found = {n: m for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, nn.Linear)}
@@ -68,18 +84,7 @@ def calibrate(
     if not isinstance(model, nn.Module):
         raise TypeError(f"{fn}: model: expected torch.nn.Module, got {type(model).__name__}")
     found = _linears(model, fn)
-    if layers is None:
-        names = list(found)
-    else:
-        if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
-            raise TypeError(f"{fn}: layers: expected a non-empty list of nn.Linear names, got {layers!r}")
-        unknown = [n for n in layers if n not in found]
-        if unknown:
-            raise ValueError(
-                f"{fn}: layers: expected names of nn.Linear layers of model (e.g. {list(found)[:3]}), got "
-                f"{unknown}"
-            )
-        names = list(dict.fromkeys(layers))
+    names = select_layers(list(found), layers, fn, "model")
     # A shared Linear runs once per call whatever its names: one accumulator per module.
     modules = {id(found[n]): found[n] for n in names}
     sums = {key: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for key, m in modules.items()}

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .._batches import iter_batches as _batches
-from ..calibration import Calibration, calibrate, needs_calibration
+from ..calibration import Calibration, calibrate, needs_calibration, select_layers
 from ..quantize import quantize_
 
 __all__ = [
@@ -548,18 +548,7 @@ def _measure(
 
 
 def _select_layers(model: nn.Module, layers: Any, fn: str) -> list[str]:
-    names = _linear_names(model, fn, "float_model")
-    if layers is None:
-        return names
-    if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
-        raise TypeError(f"{fn}: layers: expected a non-empty list of nn.Linear names, got {layers!r}")
-    unknown = [n for n in layers if n not in names]
-    if unknown:
-        raise ValueError(
-            f"{fn}: layers: expected names of nn.Linear layers of float_model (e.g. "
-            f"{names[:3]}), got {unknown}"
-        )
-    return list(dict.fromkeys(layers))
+    return select_layers(_linear_names(model, fn, "float_model"), layers, fn, "float_model")
 
 
 def sensitivity(
