@@ -367,19 +367,21 @@ int64_t spec_panel_pos(qk::QFormat f, int64_t k) {
   return b * 32 + (i % 2 == 0 ? i / 2 : 16 + i / 2);
 }
 
+// extreme: every byte 0xFF (the largest code: int4 15, int3 7, nf4 127) and activations +-127
+// (the sign of row m), so that every int16 pair sum in the kernels is as large as it gets.
 void run_gemm_q(const KernelTable& t, qk::QFormat f, int64_t M, int64_t N, int64_t K,
-                int64_t gblocks, bool asym, Rng& rng) {
+                int64_t gblocks, bool asym, Rng& rng, bool extreme = false) {
   static const char* const names[] = {"int4", "int3", "nf4"};
   g_ctx = std::string(qk_isa_name(t.isa)) + " gemm_q " + names[f] + " M=" + std::to_string(M) +
           " N=" + std::to_string(N) + " K=" + std::to_string(K) + " gb=" + std::to_string(gblocks) +
-          (asym ? " asym" : " sym");
+          (asym ? " asym" : " sym") + (extreme ? " extreme" : "");
   const int64_t nblocks = (K + 31) / 32;
   const int64_t groups = (nblocks + gblocks - 1) / gblocks;
   const int64_t rb = f == qk::kQInt3 ? nblocks * 12 : K / 2;
   const int codes = f == qk::kQInt3 ? 8 : 16;
   // Exactly N rows: a kernel reading past the last row is an ASan error.
   std::vector<uint8_t> packed(static_cast<size_t>(N * rb));
-  for (uint8_t& b : packed) b = static_cast<uint8_t>(rng.next());
+  for (uint8_t& b : packed) b = extreme ? 0xFF : static_cast<uint8_t>(rng.next());
   if (f == qk::kQInt3)  // padding codes of a partial last block are 0 in the spec
     for (int64_t n = 0; n < N; ++n)
       for (int64_t k = K; k < nblocks * 32; ++k) {
@@ -400,7 +402,7 @@ void run_gemm_q(const KernelTable& t, qk::QFormat f, int64_t M, int64_t N, int64
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t i = 0; i < lda; ++i) a[m * lda + i] = 0;
     for (int64_t k = 0; k < K; ++k) {
-      xa[m * K + k] = rng.code();
+      xa[m * K + k] = extreme ? static_cast<int8_t>(m % 2 ? -127 : 127) : rng.code();
       a[m * lda + spec_panel_pos(f, k)] = xa[m * K + k];
     }
   }
@@ -448,6 +450,15 @@ void test_gemm_q(const KernelTable& t) {
               if (f == qk::kQNF4 && (asym || gb > 8)) continue;  // nf4: no zeros, blocks <= 256
               run_gemm_q(t, f, M, N, K, std::min<int64_t>(gb, (K + 31) / 32), asym, rng);
             }
+  // The largest products: a vpmaddubsw pair sum reaches 2 * 15 * 127 (int4) and 2 * 127 * 127 =
+  // 32258 (nf4, just under int16's limit), and the raw codes meet the zero point only afterwards;
+  // groups of 1 to 40 blocks.
+  for (qk::QFormat f : {qk::kQInt4, qk::kQInt3, qk::kQNF4})
+    for (int64_t gb : {1, 8, 9, 18, 19, 40})
+      for (bool asym : {false, true}) {
+        if (f == qk::kQNF4 && (asym || gb > 8)) continue;
+        run_gemm_q(t, f, 4, 5, 40 * 32, gb, asym, rng, true);
+      }
 }
 
 // ---- gemm_vq ------------------------------------------------------------------------------------
