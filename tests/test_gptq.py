@@ -156,6 +156,14 @@ def test_bad_hessians_raise_with_a_clear_message(hessian, error, match):
         int4.quantize(torch.randn(8, k), 32, True, "gptq", value)
 
 
+def test_weights_that_overflow_under_gptq_raise():
+    gen = torch.Generator().manual_seed(0)
+    h = second_moment(torch.randn(256, 64, generator=gen) @ (torch.randn(64, 64, generator=gen) * 3))
+    w = (torch.rand(8, 64, generator=gen) * 2 - 1) * 3.3e38  # finite, near fp32's limit
+    with pytest.raises(ValueError, match=r"int4.quantize: w: expected weights whose GPTQ updates stay"):
+        int4.quantize(w, 32, True, "gptq", h)
+
+
 # ---- calibration --------------------------------------------------------------------------------
 
 
@@ -241,7 +249,7 @@ def test_activations_that_overflow_inside_the_model_are_reported():
     model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
     with torch.no_grad():
         model[0].weight.fill_(3e38)
-    with pytest.raises(ValueError, match=r"calibrate: inputs: expected finite layer inputs"):
+    with pytest.raises(ValueError, match=r"calibrate: inputs: expected finite values at each Linear's input"):
         qk.calibrate(model, torch.ones(2, 8), progress=False)
 
 

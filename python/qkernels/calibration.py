@@ -94,7 +94,9 @@ def calibrate(
         def hook(_mod, args):
             x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
             if not bool(torch.isfinite(x).all()):
-                raise ValueError(f"{fn}: inputs: expected finite layer inputs, got NaN or Inf in a Linear's")
+                raise ValueError(
+                    f"{fn}: inputs: expected finite values at each Linear's input, got NaN or Inf"
+                )
             # fp32 products, fp64 sum: a batch's error stays at fp32's, the total does not grow with rows.
             sums[key] += (x.T @ x).double()
             rows[key] += x.shape[0]

@@ -67,7 +67,7 @@ def _inverse_factor(where: str, h: torch.Tensor) -> torch.Tensor:
             inverse = torch.cholesky_inverse(lower)
             upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
             if int(info) == 0:
-                return upper.float()
+                return upper
     raise ValueError(
         f"{where}: hessian: expected a positive semi-definite matrix (X^T X / rows), got one that stays "
         f"indefinite with {DAMP * 10 ** (RETRIES - 1):g} x its mean diagonal added"
@@ -120,4 +120,10 @@ def quantize(
             cols[i:].addr_(upper[col, col:end], err, alpha=-1.0)
             errors[i] = err
         work[end:].addmm_(upper[start:end, end:].T, errors, alpha=-1.0)
+    # Weights near the fp32 limit can overflow once errors are moved onto them.
+    if not (bool(torch.isfinite(steps).all()) and bool(torch.isfinite(codes).all())):
+        raise ValueError(
+            f"{where}: w: expected weights whose GPTQ updates stay finite in fp32, got |w| up to "
+            f"{float(w.abs().max()):.3g} (method='mse' has no such limit)"
+        )
     return codes.T.contiguous(), steps.T.contiguous(), zeros.T.contiguous()
