@@ -7,7 +7,8 @@ takes the result, or the inputs themselves and calibrates the layers that need i
 every batch counts, padding positions included: pass batches without padding (or of similar
 lengths) when it matters.
 
-Memory: one float64 ``[K, K]`` matrix per calibrated layer (K = in_features).
+Memory: one float64 ``[K, K]`` matrix per calibrated layer (K = in_features), on the device the
+layer's inputs are on while the model runs, on the CPU in the result.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def calibrate(
     names = select_layers(list(found), layers, fn, "model")
     # A shared Linear runs once per call whatever its names: one accumulator per module.
     modules = {id(found[n]): found[n] for n in names}
-    sums = {key: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for key, m in modules.items()}
+    # Summed where the inputs are (a model on a GPU keeps its activations there), fp64 throughout.
+    sums: dict[int, Tensor] = {}
     rows = dict.fromkeys(modules, 0)
 
     def hook_for(key: int):
@@ -98,7 +100,8 @@ def calibrate(
                     f"{fn}: inputs: expected finite values at each Linear's input, got NaN or Inf"
                 )
             # fp32 products, fp64 sum: a batch's error stays at fp32's, the total does not grow with rows.
-            sums[key] += (x.T @ x).double()
+            product = (x.T @ x).double()
+            sums[key] = product if key not in sums else sums[key].add_(product)
             rows[key] += x.shape[0]
 
         return hook
@@ -115,6 +118,5 @@ def calibrate(
     unseen = [n for n in names if rows[id(found[n])] == 0]
     if unseen:
         raise ValueError(f"{fn}: inputs: expected every calibrated layer to run, got none for {unseen[:4]}")
-    return Calibration(
-        {n: sums[id(found[n])] / rows[id(found[n])] for n in names}, {n: rows[id(found[n])] for n in names}
-    )
+    means = {key: (s / rows[key]).cpu() for key, s in sums.items()}
+    return Calibration({n: means[id(found[n])] for n in names}, {n: rows[id(found[n])] for n in names})
