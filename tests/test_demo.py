@@ -194,6 +194,6 @@ def test_minilm_gptq_row_calibrates_on_sentences_apart_from_the_evaluated(offlin
         "--no-report",
     )  # fmt: skip
     rows = {r["format"]: r for r in got["minilm"]["rows"]}
-    # Measured on these 40 sentences: int4 0.9491, int4-gptq 0.9840 (0.9496 and 0.9848 over 600).
+    # Measured on these 40 sentences: int4 0.9491, int4-gptq 0.9849 (0.9496 and 0.9850 over 600).
     assert rows["int4-gptq"]["cos_mean"] >= 0.975 and rows["int4-gptq"]["cos_mean"] > rows["int4"]["cos_mean"]
     assert rows["int4-gptq"]["bits_per_weight"] == rows["int4"]["bits_per_weight"]

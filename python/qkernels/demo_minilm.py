@@ -42,8 +42,9 @@ ALLOCATE = "allocate"
 # The per-layer choice's target: at most this many bits per weight and at least this mean cosine.
 ALLOCATE_TARGET = (5.0, 0.99)
 # Sentences after the evaluated ones that calibrate the per-layer choice (never evaluated on): one
-# batch, since the choice runs the model once per layer on them.
-CALIBRATION_SENTENCES = 32
+# small batch, since the choice runs the model once per layer on them (16 and 32 sentences gave the
+# same choice quality, 0.9921 and 0.9923 mean cosine; 16 takes half the time).
+CALIBRATION_SENTENCES = 16
 # Sentences after those that calibrate the GPTQ formats (never evaluated on): GPTQ's statistics of an
 # FFN's 1536 inputs need several thousand token rows.
 GPTQ_SENTENCES = 256
@@ -91,15 +92,19 @@ class RecordingEmbedder(SentenceEmbedder):
 
 
 def tokenized_batches(st: nn.Module, sentences: Sequence[str]) -> tuple[list[dict[str, Tensor]], list[int]]:
-    """Batches of ``BATCH_SIZE`` sentences of similar length (little padding), shortest first, as
-    sentence-transformers forms them, and the sentence index of each output row."""
+    """Batches of ``BATCH_SIZE`` sentences of similar length in tokens (little padding), shortest
+    first, and the sentence index of each output row."""
     if isinstance(sentences, str) or not sentences or not all(isinstance(x, str) for x in sentences):
         raise ValueError(
             f"tokenized_batches: sentences: expected a non-empty list of str, got {sentences!r:.80}"
         )
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    chunks = [order[i : i + BATCH_SIZE] for i in range(0, len(order), BATCH_SIZE)]
     tokenize = getattr(st, "preprocess", None) or st.tokenize  # tokenize() before sentence-transformers 6
+    # By token count, not by characters as sentence-transformers' encode() sorts: the documentation's
+    # code-like text has few characters per token, and sorting by characters padded 43 % of the
+    # tokens of the 600 demo sentences (by tokens: 12 %), which every model pass computes.
+    tokens = tokenize(list(sentences))["attention_mask"].sum(1).tolist()
+    order = sorted(range(len(sentences)), key=lambda i: (tokens[i], i))
+    chunks = [order[i : i + BATCH_SIZE] for i in range(0, len(order), BATCH_SIZE)]
     batches = [dict(tokenize([sentences[i] for i in c])) for c in chunks]
     return batches, [i for c in chunks for i in c]
 
