@@ -34,22 +34,22 @@ def _check_finite(batch: Batch, where: str) -> Batch:
     return batch
 
 
-def iter_batches(inputs: Any, fn: str, arg: str = "inputs") -> Iterator[Batch]:
+def iter_batches(inputs: Any, fn: str) -> Iterator[Batch]:
     """Yields ``(args, kwargs)`` per batch: a Tensor, tuple or dict is one batch, a list (or any
     other iterable) is a sequence of batches. Each batch is checked for NaN/Inf before it runs;
-    errors name ``fn`` and its argument ``arg``."""
+    errors name ``fn`` and its argument ``inputs``."""
     expected = "a Tensor, a tuple of arguments or a list of batches"
     if inputs is None:
-        raise ValueError(f"{fn}: {arg}: expected {expected}, got None")
+        raise ValueError(f"{fn}: inputs: expected {expected}, got None")
     if isinstance(inputs, (Tensor, tuple, dict)):
-        yield _check_finite(_as_batch(inputs, f"{fn}: {arg}"), f"{fn}: {arg}")
+        yield _check_finite(_as_batch(inputs, f"{fn}: inputs"), f"{fn}: inputs")
         return
     if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Iterable):
-        raise TypeError(f"{fn}: {arg}: expected {expected}, got {type(inputs).__name__}")
+        raise TypeError(f"{fn}: inputs: expected {expected}, got {type(inputs).__name__}")
     count = 0
     for i, b in enumerate(inputs):
-        where = f"{fn}: {arg}[{i}]"
+        where = f"{fn}: inputs[{i}]"
         yield _check_finite(_as_batch(b, where), where)
         count += 1
     if count == 0:
-        raise ValueError(f"{fn}: {arg}: expected at least one batch, got an empty {type(inputs).__name__}")
+        raise ValueError(f"{fn}: inputs: expected at least one batch, got an empty {type(inputs).__name__}")
