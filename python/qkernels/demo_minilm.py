@@ -32,6 +32,7 @@ from .eval import (
     layerwise,
     sensitivity,
 )
+from .eval.layerwise import proxy_costs
 from .eval.models import SentenceEmbedder
 from .formats import int8 as int8_format
 from .quantize import FORMAT_CONFIGS, Config, Int3Config, Int4Config, Int8Config, quantize_
@@ -339,29 +340,17 @@ def relative_errors(
 ) -> list[dict[str, float]]:
     """For each quantized copy of ``model`` in ``quants``: {layer name: Σ (ŷ − y)² / Σ y²} of each of
     its quantized layers run on the input that the float layer receives, over one pass of ``model``
-    on ``batches``."""
-    sums: list[dict[str, list[float]]] = [{} for _ in quants]
-
-    def hook_for(name: str):
-        def hook(_module: nn.Module, args: tuple, out: Tensor) -> None:
-            y = out.double()
-            for quant, acc in zip(quants, sums, strict=True):
-                layer = quant.get_submodule(name)
-                if not isinstance(layer, nn.Linear):  # a float layer has no error
-                    e = acc.setdefault(name, [0.0, 0.0])
-                    e[0] += (layer(*args).double() - y).square().sum().item()
-                    e[1] += y.square().sum().item()
-
-        return hook
-
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in linears]
-    try:
-        embed(model, batches)
-    finally:
-        for h in handles:
-            h.remove()
-    return [{n: err / ref if ref > 0 else err for n, (err, ref) in acc.items()} for acc in sums]
+    on ``batches`` (``allocate``'s proxy cost)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    built = {
+        (n, i): q.get_submodule(n)
+        for i, q in enumerate(quants)
+        for n in names
+        if not isinstance(q.get_submodule(n), nn.Linear)  # a float layer has no error
+    }
+    with torch.inference_mode():
+        cost = proxy_costs(model, names, built, batches)
+    return [{n: cost[(n, i)] for n in names if (n, i) in cost} for i in range(len(quants))]
 
 
 def choose_layers(

@@ -628,7 +628,7 @@ class Allocation:
         return "\n".join(lines)
 
 
-def _proxy_costs(
+def proxy_costs(
     model: nn.Module, names: list[str], built: dict[tuple[str, int], nn.Module], inputs: Any
 ) -> dict[tuple[str, int], float]:
     """Relative output error of each (layer, candidate) on the float input of that layer:
@@ -835,7 +835,7 @@ def allocate(
             bits[(name, i)] = _stored_bits(mod) / lin.weight.numel()
 
     if use_proxy:
-        cost = _proxy_costs(model, names, built, inputs)
+        cost = proxy_costs(model, names, built, inputs)
         built.clear()
     else:
         if sensitivity is None:
