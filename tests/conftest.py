@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import qkernels as qk
 import torch
+from hypothesis import settings
+
+# Hypothesis draws the same examples on every machine and every run (CI cannot fail on an example
+# no developer saw); HYPOTHESIS_PROFILE=explore draws new random ones and remembers failures.
+settings.register_profile("derandomized", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "derandomized"))
 
 AVAILABLE = qk.info()["isa"]["available"]
 ALL = qk.info()["isa"]["all"]

@@ -58,10 +58,10 @@ def test_matches_oracle_ragged_shapes(isa, fmt):
             out, ref = _call(fmt, x, packed, scales, zeros, group, bias)
             # fp64 reference: the same quantized activations and weights, multiplied exactly.
             g = k if group == -1 else group
-            xq = oracle.quantize_activations(x, g).double()
-            w = _dequantized(fmt, packed, scales, zeros, group, k).double()
-            high = xq @ w.T + (0 if bias is None else bias.double())
-            assert_close_to_oracle(out, ref, high)
+            xq = oracle.quantize_activations(x, g)
+            w = _dequantized(fmt, packed, scales, zeros, group, k)
+            high = xq.double() @ w.T + (0 if bias is None else bias.double())
+            assert_close_to_oracle(out, ref, high, (xq, w))
 
 
 def _dequantized(fmt, packed, scales, zeros, group, k):
@@ -84,7 +84,8 @@ def test_16bit_activations(isa, fmt, dtype):
     out, ref = _call(fmt, x, packed, scales, zeros, group, bias)
     assert out.dtype == dtype and out.shape == (7, 2, n)
     high = _call(fmt, x.float(), packed, scales, zeros, group, bias)[1].double()
-    assert_close_to_oracle(out, ref, high)
+    xq = oracle.quantize_activations(x.float().reshape(-1, k), group)
+    assert_close_to_oracle(out, ref, high, (xq, _dequantized(fmt, packed, scales, zeros, group, k)))
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
@@ -101,11 +102,8 @@ def test_every_byte_value_through_the_decoder(isa, fmt):
     zeros = None if fmt == "nf4" else torch.randint(0, mod.QMAX + 1, (n, k // group), dtype=torch.uint8)
     x = torch.randn(3, k)
     out, ref = _call(fmt, x, packed, scales, zeros, group, None)
-    high = (
-        oracle.quantize_activations(x, group).double()
-        @ _dequantized(fmt, packed, scales, zeros, group, k).double().T
-    )
-    assert_close_to_oracle(out, ref, high)
+    xq, w = oracle.quantize_activations(x, group), _dequantized(fmt, packed, scales, zeros, group, k)
+    assert_close_to_oracle(out, ref, xq.double() @ w.T, (xq, w))
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))

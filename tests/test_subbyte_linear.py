@@ -98,16 +98,17 @@ def _groupwise_weight(mod) -> torch.Tensor:
     return fmt.dequantize(fmt.unpack(mod.packed, k), mod.scales, mod.zeros, mod.group_size).double()
 
 
-def _oracles(mod, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(low, high)``: the oracle in the kernel's precision and the exact (fp64) result on the same
-    inputs. int4/int3/nf4 quantize activations to int8 per group, as their kernels do; vq does not."""
+def _oracles(mod, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """``(low, high, factors)``: the oracle in the kernel's precision, the exact (fp64) result on
+    the same inputs, and the two matrices multiplied. int4/int3/nf4 quantize activations to int8
+    per group, as their kernels do; vq does not."""
     k, n = mod.in_features, mod.out_features
     bias64 = 0 if mod.bias is None else mod.bias.double()
     if isinstance(mod, VQLinear):
         w = mod.dequantize()
         low = x.float() @ w.T + (0 if mod.bias is None else mod.bias)
         high = x.double() @ w.double().T + bias64
-        return low.to(x.dtype), high
+        return low.to(x.dtype), high, (x.reshape(-1, k), w)
     if isinstance(mod, NF4Linear):
         low = oracle.linear_nf4(x, mod.packed, mod.absmax, mod.block_size, mod.bias)
         group = mod.block_size
@@ -115,9 +116,9 @@ def _oracles(mod, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ref = oracle.linear_int4 if isinstance(mod, Int4Linear) else oracle.linear_int3
         low = ref(x, mod.packed, mod.scales, mod.zeros, mod.group_size, mod.bias)
         group = k if mod.group_size == -1 else mod.group_size
-    xq = oracle.quantize_activations(x.reshape(-1, k), group).double()
-    high = xq @ _groupwise_weight(mod).T + bias64
-    return low, high.reshape(*x.shape[:-1], n)
+    xq, w = oracle.quantize_activations(x.reshape(-1, k), group), _groupwise_weight(mod)
+    high = xq.double() @ w.T + bias64
+    return low, high.reshape(*x.shape[:-1], n), (xq, w)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -131,8 +132,8 @@ def test_forward_matches_oracle(isa, case, bias):
         x = torch.randn(shape).to(dtype)
         out = mod(x)
         assert out.dtype == dtype and out.shape == (*shape[:-1], n)
-        low, high = _oracles(mod, x)
-        assert_close_to_oracle(out, low, high)
+        low, high, factors = _oracles(mod, x)
+        assert_close_to_oracle(out, low, high, factors)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -62,7 +62,7 @@ class _Layer:
         assert out.dtype == x.dtype and out.shape == (*x.shape[:-1], self.codes.shape[0])
         high = x.double() @ self.w64.T + (0 if b is None else b.double())
         low = (x.float() @ self.w32.T + (0 if b is None else b)).to(x.dtype)
-        assert_close_to_oracle(out, low, high)
+        assert_close_to_oracle(out, low, high, (x.reshape(-1, x.shape[-1]), self.w32))
         return out
 
 

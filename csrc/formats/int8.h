@@ -19,11 +19,18 @@ inline constexpr int64_t kMaxK = int64_t{1} << 17;
 static_assert(kMaxK * kQMax * kQMax < (int64_t{1} << 31), "int32 accumulator must not overflow");
 static_assert(sizeof(int8_t) == 1, "one weight per byte");
 
-// scale = absmax / 127, or 1 when that is 0: an all-zero row (any positive scale reproduces zeros
-// exactly) or one so tiny (absmax < 63.5 * 2^-149, about 8.9e-44) that the division underflows.
+// The smallest scale: FLT_MIN (2^-126), the smallest normal float.
+inline constexpr float kMinScale = 0x1p-126f;
+
+// scale = absmax / 127, raised to kMinScale, or 1 for an all-zero row (any positive scale
+// reproduces zeros exactly). Why the floor: below FLT_MIN the quotient is subnormal and keeps
+// only a few significant bits, so 127 * scale could miss absmax by more than half a step. With a
+// normal scale every code is within half a step of its value; a row with absmax < 127 * FLT_MIN
+// (about 1.5e-36) is coded in steps of FLT_MIN and values below FLT_MIN / 2 become 0.
 QK_HD inline float scale_from_absmax(float absmax) {
+  if (!(absmax > 0.0f)) return 1.0f;
   const float s = absmax / static_cast<float>(kQMax);
-  return s > 0.0f ? s : 1.0f;
+  return s > kMinScale ? s : kMinScale;
 }
 
 // q = round_half_even(v / scale), clamped to [-127, 127]. Division (not a reciprocal multiply) so

@@ -76,8 +76,9 @@ QK_API int qk_get_num_threads(void);
 
 /* ---- int8 ------------------------------------------------------------------------------- */
 /* Symmetric int8 with one fp32 scale per row:
- *   scale = max|row| / 127, or 1 where that is 0 (an all-zero row, or max|row| < 64 * 2^-149 so
- *   that the division underflows), q = round_half_even(v / scale) in [-127, 127].
+ *   scale = max(max|row| / 127, FLT_MIN), or 1 for an all-zero row; q = round_half_even(v / scale)
+ *   in [-127, 127]. The FLT_MIN floor keeps every code within half a step of its value for tiny
+ *   (subnormal) rows, whose values below FLT_MIN / 2 become 0.
  * The same rule quantizes weights (per output channel, offline) and activations (per token, inside
  * qk_linear_int8_w8a8). Non-finite input is rejected by qk_quantize_int8. */
 

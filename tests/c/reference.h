@@ -85,8 +85,8 @@ static inline float ref_quantize_row(const float* v, int64_t n, int8_t* q) {
   }
   for (int64_t i = 0; i < n; ++i) q[i] = 0;
   if (!finite) return NAN;
-  /* 1 when absmax / 127 is 0: an all-zero row, or one so small that the division underflows. */
-  const float s = absmax / 127.0f, scale = s > 0.0f ? s : 1.0f;
+  /* 1 for an all-zero row; never below FLT_MIN (a subnormal scale loses the half-step bound). */
+  const float s = absmax / 127.0f, scale = absmax > 0.0f ? (s > 0x1p-126f ? s : 0x1p-126f) : 1.0f;
   for (int64_t i = 0; i < n; ++i) {
     const float r = nearbyintf(v[i] / scale);
     q[i] = (int8_t)(r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r);

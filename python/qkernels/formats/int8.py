@@ -14,11 +14,17 @@ QMAX = 127
 MAX_K = 1 << 17
 
 
+# The smallest scale: the smallest normal fp32 (2^-126). A subnormal scale keeps only a few
+# significant bits, so its codes could miss their values by more than half a step.
+MIN_SCALE = torch.finfo(torch.float32).tiny
+
+
 def scale_from_absmax(absmax: torch.Tensor) -> torch.Tensor:
-    """``absmax / 127``, or 1 where that is 0 (an all-zero row, or one so tiny the division
-    underflows; any positive scale reproduces zeros)."""
-    scale = absmax / QMAX
-    return torch.where(scale > 0, scale, torch.ones_like(scale))
+    """``absmax / 127`` raised to ``MIN_SCALE``, or 1 where absmax is 0 (an all-zero row; any
+    positive scale reproduces zeros). Rows with absmax below ``127 * MIN_SCALE`` are coded in steps
+    of ``MIN_SCALE``."""
+    scale = (absmax / QMAX).clamp(min=MIN_SCALE)
+    return torch.where(absmax > 0, scale, torch.ones_like(scale))
 
 
 def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
