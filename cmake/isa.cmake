@@ -10,7 +10,8 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
     csrc/cpu/avx2/gemm_vq_avx2.cpp)
   set(_avx512 csrc/cpu/avx512/linear_int8_avx512.cpp csrc/cpu/avx512/gemm_q_avx512.cpp
     csrc/cpu/avx512/gemm_vq_avx512.cpp)
-  set(_avx512vnni csrc/cpu/avx512/gemm_s8_avx512vnni.cpp)
+  set(_avx512vnni csrc/cpu/avx512/gemm_s8_avx512vnni.cpp
+    csrc/cpu/avx512/gemm_panel_avx512vnni.cpp)
   set_source_files_properties(${_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")
   set_source_files_properties(${_avx512} PROPERTIES
     COMPILE_OPTIONS "-mavx2;-mfma;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;${_gcc12_intrin_fp}")

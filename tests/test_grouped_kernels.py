@@ -17,7 +17,7 @@ from tolerance import assert_close_to_oracle
 
 ops = torch.ops.qkernels
 FORMATS = {"int4": int4, "int3": int3, "nf4": nf4}
-M_GRID = (1, 3, 17, 118)
+M_GRID = (1, 3, 17, 118, 512)
 # (N, K): a partial last 32-block, a partial last group, whole vectors only, and a long row.
 NK_GRID = ((37, 200), (19, 4160), (5, 96), (3, 2))
 GROUPS = {"int4": (32, 128, -1), "int3": (32, 128, -1), "nf4": (32, 64, 256)}

@@ -12,7 +12,7 @@ from qkernels.formats import int8 as fmt
 from tolerance import assert_close_to_oracle
 
 ops = torch.ops.qkernels
-M_GRID = (1, 3, 17, 118)
+M_GRID = (1, 3, 17, 118, 512)
 NK_GRID = ((1, 1), (5, 31), (13, 33), (37, 64), (67, 100), (9, 4097))
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 

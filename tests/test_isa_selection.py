@@ -45,3 +45,22 @@ def test_set_isa_rejects_unknown_and_unrunnable():
     missing = [n for n in qk.info()["isa"]["all"] if n not in qk.info()["isa"]["available"]]
     with pytest.raises(RuntimeError, match="cannot run on this CPU or build"):
         qk.set_isa(missing[0])
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and flag in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def test_info_names_the_engine_of_each_path(isa):
+    """qk.info() says which integer engine the active path runs (bench headers print it)."""
+    expected = {
+        "generic": "scalar",
+        "avx2": "vpmaddubsw (AVX2)",
+        "avx512": "vpdpbusd (AVX-512 VNNI)" if _cpu_has("avx512_vnni") else "vpmaddubsw (AVX-512BW",
+        "neon": "vmull_s8 (NEON)",
+    }[isa]
+    assert qk.info()["isa"]["engine"].startswith(expected)

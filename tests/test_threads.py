@@ -1,12 +1,26 @@
-"""The library's thread pool under concurrent callers: results equal the serial ones."""
+"""The thread pools (torch's OpenMP team and the library's own) under concurrent callers, thread
+counts and fork: results equal the serial ones."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+import qkernels as qk
 import torch
+
+
+@pytest.fixture(params=["openmp", "own"], autouse=True)
+def pool(request):
+    """Every test here runs on both pools."""
+    before = qk.info()["thread_pool"]["pool"]
+    qk.set_thread_pool(request.param)
+    yield request.param
+    qk.set_thread_pool(before)
 
 
 def test_four_python_threads_match_serial():
@@ -51,3 +65,38 @@ def test_forked_child_still_computes():
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_pools_give_identical_results():
+    w, s = torch.ops.qkernels.quantize_int8(torch.randn(700, 300))
+    x = torch.randn(40, 300)
+    outs = []
+    for name in ("openmp", "own", "openmp"):
+        qk.set_thread_pool(name)
+        outs.append(qk.ops.linear_int8_w8a8(x, w, s, None))
+        assert qk.info()["thread_pool"]["pool"] == name
+    assert all(torch.equal(outs[0], o) for o in outs)
+
+
+def test_default_pool_is_torchs_openmp_team(pool):
+    r = subprocess.run(
+        [sys.executable, "-c", "import qkernels as qk; print(qk.info()['thread_pool'])"],
+        env={k: v for k, v in os.environ.items() if k != "QKERNELS_POOL"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "'pool': 'openmp'" in r.stdout and "gomp" in r.stdout, r.stdout
+
+
+def test_pool_choice_errors(pool):
+    with pytest.raises(ValueError, match=r"set_thread_pool: name: expected one of openmp, own, got 'tbb'"):
+        qk.set_thread_pool("tbb")
+    r = subprocess.run(
+        [sys.executable, "-c", "import qkernels"],
+        env=dict(os.environ, QKERNELS_POOL="tbb"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode != 0 and "QKERNELS_POOL: expected one of openmp, own, got 'tbb'" in r.stderr

@@ -39,6 +39,14 @@ void raise_if_failed(qk_status s) {
   }
 }
 
+// The host runner for an OpenMP runtime (qk_set_parallel_runner): ctx is its GOMP_parallel, which
+// starts a team of n_threads (the caller among them) that each run work(arg). libgomp, LLVM's
+// libomp and Intel's libiomp5 all export it.
+using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
+void run_on_openmp(void (*work)(void*), void* arg, int n_threads, void* ctx) {
+  reinterpret_cast<GompParallel>(ctx)(work, arg, static_cast<unsigned>(n_threads), 0);
+}
+
 template <typename Fn>
 void call(Fn&& fn) {
   qk_status s;
@@ -66,7 +74,13 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("isa_available", [](int i) { return qk_isa_available(static_cast<qk_isa>(i)) != 0; });
   m.def("isa_active", [] { return static_cast<int>(qk_isa_active()); });
+  m.def("isa_engine", [] { return std::string(qk_isa_engine()); });
   m.def("set_isa", [](int i) { raise_if_failed(qk_set_isa(static_cast<qk_isa>(i))); });
+  // Parallel work on the OpenMP team at this GOMP_parallel address (torch's), or 0: own pool.
+  m.def("use_openmp", [](addr gomp_parallel) {
+    raise_if_failed(qk_set_parallel_runner(gomp_parallel != 0 ? run_on_openmp : nullptr,
+                                           ptr<void>(gomp_parallel)));
+  });
   // The message when QKERNELS_ISA named a path that cannot run, else None.
   m.def("isa_env_error", []() -> py::object {
     const char* e = qk::isa_init_error();

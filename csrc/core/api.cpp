@@ -32,6 +32,11 @@ const char* qk_status_name(qk_status s) {
   return "QK_ERR_UNKNOWN";
 }
 
+qk_status qk_set_parallel_runner(qk_parallel_runner runner, void* ctx) {
+  qk::set_parallel_runner(runner, ctx);
+  return qk::ok();
+}
+
 qk_status qk_set_num_threads(int n) {
   if (n < 1 || n > 1024)
     return qk::fail(QK_ERR_INVALID_ARGUMENT,

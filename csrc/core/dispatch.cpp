@@ -123,6 +123,8 @@ qk_isa qk_isa_active(void) {
   return static_cast<qk_isa>(qk::g_active.load());
 }
 
+const char* qk_isa_engine(void) { return qk::active_kernels().engine; }
+
 qk_status qk_set_isa(qk_isa isa) {
   if (isa < 0 || isa >= QK_ISA_COUNT)
     return qk::fail(QK_ERR_INVALID_ARGUMENT, "qk_set_isa: isa: expected 0.." +

@@ -47,6 +47,18 @@ extern const GemmQFn kGemmQAvx2[kQFormatCount];
 extern const GemmQFn kGemmQAvx512[kQFormatCount];
 extern const GemmQFn kGemmQNeon[kQFormatCount];
 
+// Panel GEMM for batches (csrc/cpu/avx512/gemm_panel_avx512vnni.cpp): the gemm_q contract for
+// int4, int3 and nf4 (indexed by QFormat) and for int8 rows (kPanelS8: packed = [N, K] int8
+// weights, row_bytes = K, one group per row, zeros = nullptr, zero = 0; the activation panel in
+// element order). It differs from GemmQFn in two places: asum is [M, ldsa], the plain sum of a over
+// each group (integers, as fp32), and c must hold zeros on entry (each group is added as c =
+// fma(float(isum), sa * scale, c), so W8A8, whose single group starts from c = 0, rounds exactly as
+// its oracle's multiply).
+using GemmPanelFn = GemmQFn;
+inline constexpr int kPanelS8 = kQFormatCount;
+inline constexpr int kPanelFormatCount = kQFormatCount + 1;
+extern const GemmPanelFn kGemmPanelAvx512Vnni[kPanelFormatCount];
+
 // Codebook weights (vq; csrc/formats/vq.h), as gemm_vq reads them.
 struct VQWeights {
   const void* codes;       // [N, K/8, Mc] uint8 or uint16, from the first row to compute
@@ -81,6 +93,12 @@ struct KernelTable {
                       int64_t ldc, int64_t M, int64_t N, int64_t K);
   const GemmQFn* gemm_q;    // [kQFormatCount]
   const GemmVQFn* gemm_vq;  // [vq::kVariants]
+  // [kPanelFormatCount], or nullptr where the path has no panel GEMM; the drivers use it from
+  // panel_min_m[format] activation rows on (measured: docs/kernels.md).
+  const GemmPanelFn* gemm_panel = nullptr;
+  int64_t panel_min_m[kPanelFormatCount] = {};
+  // The integer engine of the batched paths, for qk_isa_engine() and the bench headers.
+  const char* engine = "";
 };
 
 // Defined by each ISA's translation units; absent (nullptr) where not compiled for this target.

@@ -141,7 +141,17 @@ qk_status linear_q(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, cons
       stage_rows(k, f, x, x_dtype, ldx, K, group, groups, r0, r1, panel.get(), ldp, sa.get(),
                  asum.get());
     });
-    const Tiling t = make_tiling(M, N, K, ldp, threads);
+    const bool use_panel = k.gemm_panel != nullptr && M >= k.panel_min_m[f];
+    // The panel GEMM takes the plain sum of a per group: the lane sums added up (exact: integers
+    // below 2^24).
+    auto atot = aligned_buffer<float>(use_panel ? M * groups : 0);
+    if (use_panel)
+      for (int64_t i = 0; i < M * groups; ++i) {
+        float s = 0.0f;
+        for (int l = 0; l < 8; ++l) s += asum[i * 8 + l];
+        atot[i] = s;
+      }
+    const Tiling t = use_panel ? make_panel_tiling(M, N, nt) : make_tiling(M, N, K, ldp, threads);
     parallel_for(t.tasks(), nt, [&](int64_t task) {
       const int64_t m0 = t.m0(task), n0 = t.n0(task);
       const int64_t mb = std::min(t.mb, M - m0), nb = std::min(t.nb, N - n0);
@@ -150,8 +160,12 @@ qk_status linear_q(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, cons
       wt.scales += n0 * groups;
       if (wt.zeros != nullptr) wt.zeros += n0 * groups;
       std::vector<float> out(static_cast<size_t>(mb * nb));
-      k.gemm_q[f](wt, panel.get() + m0 * ldp, ldp, sa.get() + m0 * groups,
-                  asum.get() + m0 * groups * 8, groups, out.data(), nb, mb, nb);
+      if (use_panel)
+        k.gemm_panel[f](wt, panel.get() + m0 * ldp, ldp, sa.get() + m0 * groups,
+                        atot.get() + m0 * groups, groups, out.data(), nb, mb, nb);
+      else
+        k.gemm_q[f](wt, panel.get() + m0 * ldp, ldp, sa.get() + m0 * groups,
+                    asum.get() + m0 * groups * 8, groups, out.data(), nb, mb, nb);
       store_block(out.data(), mb, nb, nullptr, bias, y, x_dtype, ldy, m0, n0);
     });
     return ok();

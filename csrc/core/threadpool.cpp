@@ -99,6 +99,42 @@ ThreadPool& pool() {
   return p;
 }
 
+// One job on a host's pool: every thread the runner starts drains the same task counter, so any
+// number of them (one included) computes the same blocks.
+struct HostJob {
+  HostJob(const std::function<void(int64_t)>* f, int64_t n) : fn(f), n_tasks(n) {}
+  const std::function<void(int64_t)>* fn;
+  int64_t n_tasks;
+  std::atomic<int64_t> next{0};
+  std::mutex mu;
+  std::exception_ptr error;
+
+  static void drain(void* p) {
+    auto* job = static_cast<HostJob*>(p);
+    for (int64_t t; (t = job->next.fetch_add(1)) < job->n_tasks;) {
+      try {
+        (*job->fn)(t);
+      } catch (...) {  // never across the host's (C) frames: rethrown on the caller below
+        std::lock_guard<std::mutex> lk(job->mu);
+        if (!job->error) job->error = std::current_exception();
+        job->next.store(job->n_tasks);
+      }
+    }
+  }
+};
+
+struct Runner {
+  ParallelRunner fn = nullptr;
+  void* ctx = nullptr;
+};
+std::mutex g_runner_mu;  // guards g_runner: each call copies it (fn and ctx always belong together)
+Runner g_runner;
+
+Runner current_runner() {
+  std::lock_guard<std::mutex> lk(g_runner_mu);
+  return g_runner;
+}
+
 std::atomic<int> g_default_threads{
     static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
 
@@ -110,10 +146,22 @@ const pid_t g_owner_pid = getpid();
 
 void parallel_for(int64_t n_tasks, int n_threads, const std::function<void(int64_t)>& fn) {
   if (n_tasks <= 0) return;
-  if (n_threads > 1 && n_tasks > 1 && getpid() == g_owner_pid &&
-      pool().try_run(n_tasks, n_threads, fn))
-    return;
+  if (n_threads > 1 && n_tasks > 1 && getpid() == g_owner_pid) {
+    if (const Runner r = current_runner(); r.fn != nullptr) {
+      HostJob job(&fn, n_tasks);
+      r.fn(&HostJob::drain, &job, static_cast<int>(std::min<int64_t>(n_threads, n_tasks)), r.ctx);
+      HostJob::drain(&job);  // whatever the runner left undone (it may run fewer threads)
+      if (job.error) std::rethrow_exception(job.error);
+      return;
+    }
+    if (pool().try_run(n_tasks, n_threads, fn)) return;
+  }
   for (int64_t t = 0; t < n_tasks; ++t) fn(t);
+}
+
+void set_parallel_runner(ParallelRunner runner, void* ctx) {
+  std::lock_guard<std::mutex> lk(g_runner_mu);
+  g_runner = Runner{runner, ctx};
 }
 
 int default_num_threads() { return g_default_threads.load(); }

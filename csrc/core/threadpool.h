@@ -15,6 +15,10 @@ namespace qk {
 // which gives identical results because every task computes a fixed block of the output.
 void parallel_for(int64_t n_tasks, int n_threads, const std::function<void(int64_t)>& fn);
 
+// A host's thread pool (qk_set_parallel_runner in qkernels.h), or nullptr for the library's own.
+using ParallelRunner = void (*)(void (*work)(void*), void* arg, int n_threads, void* ctx);
+void set_parallel_runner(ParallelRunner runner, void* ctx);
+
 // Default thread count used by the C ABI (qk_set_num_threads); hardware threads initially.
 int default_num_threads();
 void set_default_num_threads(int n);

@@ -67,11 +67,25 @@ QK_API const char* qk_status_name(qk_status s); /* "QK_OK", ... */
 QK_API const char* qk_isa_name(qk_isa isa); /* "generic", "avx2", ...; NULL if out of range */
 QK_API int qk_isa_available(qk_isa isa);    /* 1 if compiled in and this CPU can run it */
 QK_API qk_isa qk_isa_active(void);          /* the path used by the kernels */
+/* The active path's integer engine for batches, in words (e.g. "vpdpbusd (AVX-512 VNNI): panel
+ * GEMM from M >= 8 (int8: 12)"): which instructions and kernel shape a bench table measured. */
+QK_API const char* qk_isa_engine(void);
 /* Forces a path. QK_ERR_UNSUPPORTED if this CPU or build cannot run it. The initial path is the
  * best available one, or the one named by the environment variable QKERNELS_ISA. */
 QK_API qk_status qk_set_isa(qk_isa isa);
 
 QK_API qk_status qk_set_num_threads(int n); /* n >= 1 */
+
+/* Runs the kernels' parallel work on the host's threads instead of the library's own pool.
+ * runner(work, arg, n_threads, ctx) must call work(arg) on up to n_threads threads at once (the
+ * calling one may be among them) and return when every call has returned; any number of calls,
+ * even none, gives the same result, because the library finishes what is left on the calling
+ * thread. An engine with its own pool passes it here, so the two never compete for the cores;
+ * with OpenMP the runner is one call, GOMP_parallel(work, arg, n_threads, 0) (qkernels' Python
+ * layer passes the OpenMP runtime torch runs on). NULL restores the library's own pool. A forked
+ * child always runs its work on the calling thread. */
+typedef void (*qk_parallel_runner)(void (*work)(void*), void* arg, int n_threads, void* ctx);
+QK_API qk_status qk_set_parallel_runner(qk_parallel_runner runner, void* ctx);
 QK_API int qk_get_num_threads(void);
 
 /* ---- int8 ------------------------------------------------------------------------------- */

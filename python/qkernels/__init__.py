@@ -6,12 +6,14 @@ Usage::
     qk.quantize_(model, qk.Int8Config())  # swap nn.Linear -> qk.nn.Int8Linear in place
 """
 
-from . import _native
+from . import _native, _thread_pool
 
 _native.check_env_isa()
+_thread_pool.init_from_env()
 
 from . import formats, nn, ops, reference  # noqa: E402  (ops registers torch.ops.qkernels.*)
 from ._native import set_isa  # noqa: E402
+from ._thread_pool import set_thread_pool  # noqa: E402
 from .calibration import Calibration, calibrate  # noqa: E402
 from .info import info  # noqa: E402
 from .quantize import (  # noqa: E402
@@ -45,4 +47,5 @@ __all__ = [
     "reference",
     "save",
     "set_isa",
+    "set_thread_pool",
 ]

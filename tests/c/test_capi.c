@@ -307,6 +307,9 @@ static void test_linear(int w8a8, qk_dtype d) {
 }
 
 static void test_isa(void) {
+  const char* engine = qk_isa_engine();
+  CHECK(engine != NULL && engine[0] != '\0', "qk_isa_engine() names no engine for %s",
+        qk_isa_name(qk_isa_active()));
   for (size_t i = 0; i < 3; ++i) test_quantize(kDtypes[i]);
   test_matmul();
   for (size_t i = 0; i < 3; ++i) {
@@ -590,6 +593,35 @@ static void test_subbyte(void) {
                  "qk_linear_vq", "scales");
 }
 
+/* Host runners (qk_set_parallel_runner): one that runs the work twice on the calling thread (the
+ * second call finds nothing left), one that runs nothing (the library finishes on the caller). */
+static int g_runner_calls;
+static void runner_twice(void (*work)(void*), void* arg, int n_threads, void* ctx) {
+  (void)n_threads, (void)ctx;
+  ++g_runner_calls;
+  work(arg);
+  work(arg);
+}
+static void runner_idle(void (*work)(void*), void* arg, int n_threads, void* ctx) {
+  (void)work, (void)arg, (void)n_threads, (void)ctx;
+  ++g_runner_calls;
+}
+
+static void test_parallel_runner(void) {
+  const int threads = qk_get_num_threads();
+  EXPECT_OK(qk_set_num_threads(3));
+  const qk_parallel_runner runners[2] = {runner_twice, runner_idle};
+  for (int i = 0; i < 2; ++i) {
+    g_runner_calls = 0;
+    EXPECT_OK(qk_set_parallel_runner(runners[i], NULL));
+    test_matmul();
+    snprintf(g_ctx, sizeof g_ctx, "runner %d", i);
+    CHECK(g_runner_calls > 0, "the runner was never called");
+  }
+  EXPECT_OK(qk_set_parallel_runner(NULL, NULL));
+  EXPECT_OK(qk_set_num_threads(threads));
+}
+
 int main(void) {
   test_state();
   const char* env = getenv("QKERNELS_ISA");
@@ -618,6 +650,7 @@ int main(void) {
       test_subbyte();
     }
   }
+  test_parallel_runner();
   test_bad_arguments();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed != 0;

@@ -349,8 +349,10 @@ void test_gemm_f32_s8(const KernelTable& t) {
 // ---- gemm_q
 // ---------------------------------------------------------------------------------------
 
-// The code of element k of a packed row, straight from docs/formats.md (not via formats/*.h).
-int spec_code(qk::QFormat f, const uint8_t* row, int64_t k) {
+// The code of element k of a packed row, straight from docs/formats.md (not via formats/*.h);
+// for the panel GEMM's int8 rows (kPanelS8), the signed byte itself.
+int spec_code(int f, const uint8_t* row, int64_t k) {
+  if (f == qk::kPanelS8) return static_cast<int8_t>(row[k]);
   if (f != qk::kQInt3) return k % 2 == 0 ? row[k / 2] & 0xF : row[k / 2] >> 4;
   const uint8_t* blk = row + (k / 32) * 12;
   const int i = static_cast<int>(k % 32);
@@ -361,27 +363,33 @@ int spec_code(qk::QFormat f, const uint8_t* row, int64_t k) {
 }
 
 // Panel position of element k (panel order: int4/nf4 put even elements of a 32-block first).
-int64_t spec_panel_pos(qk::QFormat f, int64_t k) {
+int64_t spec_panel_pos(int f, int64_t k) {
   const int64_t b = k / 32, i = k % 32;
-  if (f == qk::kQInt3) return k;
+  if (f == qk::kQInt3 || f == qk::kPanelS8) return k;
   return b * 32 + (i % 2 == 0 ? i / 2 : 16 + i / 2);
 }
 
-// extreme: every byte 0xFF (the largest code: int4 15, int3 7, nf4 127) and activations +-127
-// (the sign of row m), so that every int16 pair sum in the kernels is as large as it gets.
-void run_gemm_q(const KernelTable& t, qk::QFormat f, int64_t M, int64_t N, int64_t K,
-                int64_t gblocks, bool asym, Rng& rng, bool extreme = false) {
-  static const char* const names[] = {"int4", "int3", "nf4"};
-  g_ctx = std::string(qk_isa_name(t.isa)) + " gemm_q " + names[f] + " M=" + std::to_string(M) +
-          " N=" + std::to_string(N) + " K=" + std::to_string(K) + " gb=" + std::to_string(gblocks) +
-          (asym ? " asym" : " sym") + (extreme ? " extreme" : "");
+// extreme: every byte 0xFF (the largest code: int4 15, int3 7, nf4 127; int8 rows: -1) and
+// activations +-127 (the sign of row m), so that every int16 pair sum in the kernels is as large
+// as it gets. panel: the panel GEMM (f may be kPanelS8) with its asum (plain group sums) and c
+// starting at zero.
+void run_gemm_q(const KernelTable& t, int f, int64_t M, int64_t N, int64_t K, int64_t gblocks,
+                bool asym, Rng& rng, bool extreme = false, bool panel = false) {
+  static const char* const names[] = {"int4", "int3", "nf4", "int8"};
+  g_ctx = std::string(qk_isa_name(t.isa)) + (panel ? " gemm_panel " : " gemm_q ") + names[f] +
+          " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+          " gb=" + std::to_string(gblocks) + (asym ? " asym" : " sym") +
+          (extreme ? " extreme" : "");
   const int64_t nblocks = (K + 31) / 32;
   const int64_t groups = (nblocks + gblocks - 1) / gblocks;
-  const int64_t rb = f == qk::kQInt3 ? nblocks * 12 : K / 2;
+  const int64_t rb = f == qk::kQInt3 ? nblocks * 12 : f == qk::kPanelS8 ? K : K / 2;
   const int codes = f == qk::kQInt3 ? 8 : 16;
   // Exactly N rows: a kernel reading past the last row is an ASan error.
   std::vector<uint8_t> packed(static_cast<size_t>(N * rb));
-  for (uint8_t& b : packed) b = extreme ? 0xFF : static_cast<uint8_t>(rng.next());
+  for (uint8_t& b : packed)
+    b = extreme             ? 0xFF
+        : f == qk::kPanelS8 ? static_cast<uint8_t>(rng.code())
+                            : static_cast<uint8_t>(rng.next());
   if (f == qk::kQInt3)  // padding codes of a partial last block are 0 in the spec
     for (int64_t n = 0; n < N; ++n)
       for (int64_t k = K; k < nblocks * 32; ++k) {
@@ -411,16 +419,31 @@ void run_gemm_q(const KernelTable& t, qk::QFormat f, int64_t M, int64_t N, int64
   for (int64_t m = 0; m < M; ++m)  // lane l: panel bytes 4l..4l+3 of every block of the group
     for (int64_t i = 0; i < nblocks * 32; ++i)
       asum[(m * groups + i / 32 / gblocks) * 8 + (i % 32) / 4] += a[m * lda + i];
-  const qk::QWeights w{packed.data(), rb,     scales.data(), asym ? zeros.data() : nullptr,
-                       sym_zero,      groups, gblocks,       K};
+  const bool zero_point = f == qk::kQInt4 || f == qk::kQInt3;
+  const qk::QWeights w{packed.data(),
+                       rb,
+                       scales.data(),
+                       asym ? zeros.data() : nullptr,
+                       zero_point ? sym_zero : 0,
+                       groups,
+                       gblocks,
+                       K};
   const int64_t ldc = N + 2;
   const float guard = -1234.5f;
   std::vector<float> c(static_cast<size_t>(M * ldc), guard);
-  t.gemm_q[f](w, a.get(), lda, sa.data(), asum.data(), groups, c.data(), ldc, M, N);
+  if (panel) {
+    std::vector<float> total(sa.size());
+    for (size_t i = 0; i < total.size(); ++i)
+      for (int l = 0; l < 8; ++l) total[i] += asum[i * 8 + l];
+    for (int64_t m = 0; m < M; ++m) std::fill_n(c.begin() + m * ldc, N, 0.0f);
+    t.gemm_panel[f](w, a.get(), lda, sa.data(), total.data(), groups, c.data(), ldc, M, N);
+  } else {
+    t.gemm_q[f](w, a.get(), lda, sa.data(), asum.data(), groups, c.data(), ldc, M, N);
+  }
   check_block(c, ldc, M, N, guard, __LINE__, [&](int64_t m, int64_t n) {
     double sum = 0.0, mag = 0.0;
     for (int64_t g = 0; g < groups; ++g) {
-      const int zero = asym ? zeros[n * groups + g] : sym_zero;
+      const int zero = !zero_point ? 0 : asym ? zeros[n * groups + g] : sym_zero;
       int64_t isum = 0, iabs = 0;
       for (int64_t k = g * gblocks * 32; k < std::min(K, (g + 1) * gblocks * 32); ++k) {
         const int code = spec_code(f, packed.data() + n * rb, k);
@@ -459,6 +482,29 @@ void test_gemm_q(const KernelTable& t) {
         if (f == qk::kQNF4 && (asym || gb > 8)) continue;
         run_gemm_q(t, f, 4, 5, 40 * 32, gb, asym, rng, true);
       }
+}
+
+// The panel GEMM (where the path has one): row counts around its 8-row register tile and past
+// its 256-row task; columns around its 16-column vectors and 48-column tile; K blocks of 256
+// with groups inside one, across several and ending mid-block; whole-row int8 groups.
+void test_gemm_panel(const KernelTable& t) {
+  if (t.gemm_panel == nullptr) return;
+  Rng rng;
+  for (int f : {int{qk::kQInt4}, int{qk::kQInt3}, int{qk::kQNF4}, qk::kPanelS8})
+    for (int64_t M : {1, 7, 8, 9, 17})
+      for (int64_t N : {1, 15, 16, 17, 47, 49, 97})
+        for (int64_t K : {2, 34, 256, 258, 800})
+          for (int64_t gb : {1, 3, 8, 9, 1000})
+            for (bool asym : {false, true}) {
+              if (f == qk::kQNF4 && (asym || gb > 8)) continue;
+              if (f == qk::kPanelS8 && (asym || gb != 1000)) continue;
+              run_gemm_q(t, f, M, N, K, std::min<int64_t>(gb, (K + 31) / 32), asym, rng, false,
+                         true);
+            }
+  for (int f : {int{qk::kQInt4}, int{qk::kQNF4}, qk::kPanelS8}) {
+    run_gemm_q(t, f, 300, 50, 4098, f == qk::kPanelS8 ? 129 : 4, false, rng, false, true);
+    run_gemm_q(t, f, 4, 5, 40 * 32, f == qk::kPanelS8 ? 40 : 1, false, rng, true, true);
+  }
 }
 
 // ---- gemm_vq ------------------------------------------------------------------------------------
@@ -550,6 +596,7 @@ int main() {
     test_gemm_s8(*t, *generic);
     test_gemm_f32_s8(*t);
     test_gemm_q(*t);
+    test_gemm_panel(*t);
     test_gemm_vq(*t);
   }
   std::printf("%d passed, %d failed\n", g_passed, g_failed);

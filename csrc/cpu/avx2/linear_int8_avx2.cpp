@@ -195,8 +195,15 @@ void gemm_f32_s8(const float* x, int64_t ldx, const int8_t* w, int64_t ldw, floa
     cpu::for_each_tile<4, 3>(M, N, tile);
 }
 
-constexpr KernelTable kTable = {QK_ISA_AVX2, quantize_row_int8, gemm_s8,
-                                gemm_f32_s8, kGemmQAvx2,        kGemmVQAvx2};
+constexpr KernelTable kTable = {QK_ISA_AVX2,
+                                quantize_row_int8,
+                                gemm_s8,
+                                gemm_f32_s8,
+                                kGemmQAvx2,
+                                kGemmVQAvx2,
+                                nullptr,
+                                {},
+                                "vpmaddubsw (AVX2): dot-product tiles"};
 
 }  // namespace
 

@@ -137,8 +137,18 @@ void gemm_f32_s8(const float* x, int64_t ldx, const int8_t* w, int64_t ldw, floa
 
 KernelTable make_table() {
   const bool vnni = __builtin_cpu_supports("avx512vnni");
-  return {QK_ISA_AVX512, quantize_row_int8, vnni ? gemm_s8_avx512vnni : gemm_s8,
-          gemm_f32_s8,   kGemmQAvx512,      kGemmVQAvx512};
+  return {QK_ISA_AVX512,
+          quantize_row_int8,
+          vnni ? gemm_s8_avx512vnni : gemm_s8,
+          gemm_f32_s8,
+          kGemmQAvx512,
+          kGemmVQAvx512,
+          vnni ? kGemmPanelAvx512Vnni : nullptr,
+          // From these batch sizes on (int4, int3, nf4, int8) the VNNI panel GEMM beats the
+          // dot-product kernels: measured crossovers in docs/kernels.md.
+          {8, 8, 8, 12},
+          vnni ? "vpdpbusd (AVX-512 VNNI): panel GEMM from M >= 8 (int8: 12)"
+               : "vpmaddubsw (AVX-512BW, no VNNI): dot-product tiles"};
 }
 
 }  // namespace

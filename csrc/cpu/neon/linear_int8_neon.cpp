@@ -135,8 +135,15 @@ void gemm_f32_s8(const float* x, int64_t ldx, const int8_t* w, int64_t ldw, floa
     cpu::for_each_tile<4, 4>(M, N, tile);
 }
 
-constexpr KernelTable kTable = {QK_ISA_NEON, quantize_row_int8, gemm_s8,
-                                gemm_f32_s8, kGemmQNeon,        kGemmVQNeon};
+constexpr KernelTable kTable = {QK_ISA_NEON,
+                                quantize_row_int8,
+                                gemm_s8,
+                                gemm_f32_s8,
+                                kGemmQNeon,
+                                kGemmVQNeon,
+                                nullptr,
+                                {},
+                                "vmull_s8 (NEON): dot-product tiles"};
 
 }  // namespace
 

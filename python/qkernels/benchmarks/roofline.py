@@ -221,14 +221,37 @@ def measure_peaks(args: argparse.Namespace) -> Peaks:
     return Peaks(bandwidth, {"fp32": fp32, "int8": int8}, args.bandwidth)
 
 
-def _cpu_model() -> str:
+# The CPU flags that decide which kernels and which torch paths can run.
+_KERNEL_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+def _cpuinfo_field(name: str) -> str | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> list[str]:
+    flags = set((_cpuinfo_field("flags") or "").split())
+    return [f for f in _KERNEL_FLAGS if f in flags]
 
 
 def machine_info() -> dict:
@@ -239,6 +262,7 @@ def machine_info() -> dict:
     info = qkernels.info()
     return {
         "cpu": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
         "isa": info["isa"],
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -260,7 +284,8 @@ def peaks_info(peaks: Peaks) -> dict:
 
 def print_peaks(machine: dict) -> None:
     print(
-        f"# {machine['cpu']}, {machine['threads']} threads, isa {machine['isa']['active']}, "
+        f"# {machine['cpu']} ({' '.join(machine['cpu_flags']) or 'no SIMD flags read'}), "
+        f"{machine['threads']} threads, isa {machine['isa']['active']} ({machine['isa']['engine']}), "
         f"torch {machine['torch']}, quantized engine {machine['quantized_engine']}, "
         f"load average before the run {machine['loadavg_1min']}"
     )

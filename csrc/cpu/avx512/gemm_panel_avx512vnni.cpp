@@ -1,0 +1,280 @@
+// AVX-512 VNNI panel GEMM for batches: int8 (W8A8), int4, int3 and nf4 weights, one kernel.
+//
+// The dot-product kernels (gemm_s8, gemm_q) give every output its own vector accumulator and a
+// horizontal sum, and decode each weight block once per register tile of activation rows. Here
+// the weights of a task are decoded once per K block into a panel in the layout vpdpbusd wants,
+// and every activation row of the task reuses it:
+//
+// - Panel: per 16 output columns and per 4 consecutive k, one 64-byte vector whose dword j holds
+//   the 4 weights of column j (VNNI layout), as unsigned bytes u = v + 128 (v: the signed weight
+//   value: int8 code, int4/int3 code minus zero point, or nf4's int8 table value). K blocks are
+//   up to kKcBlocks x 32 weights (256), whole groups when a group is shorter, so the panel of a
+//   task (<= 192 columns) is <= 48 KiB.
+// - Register tile: 8 activation rows x 3 column vectors (48 columns) = 24 int32 accumulators.
+//   vpdpbusd multiplies the unsigned panel bytes by the signed activations, which come straight
+//   from the activation panel as a 4-byte broadcast memory operand. The +128 is removed by
+//   starting each group's sums at -128 * sum a (per row and group, from the driver). The
+//   int32 lanes may wrap (a * u reaches 4 * 127 * 255 per step), but the true sum fits int32 and
+//   arithmetic modulo 2^32 gives it exactly.
+// - Groups: a group's integer sum is converted once, c = fma(float(isum), sa * scale, c); with
+//   W8A8's single group c is 0 and that rounds as the oracle's multiply. A group longer than a K
+//   block (W8A8: the whole row) keeps its int32 sums in a scratch tile between blocks, so the
+//   integer result stays exact.
+//
+// Both operands use the same order of k inside a 32-block (the format's panel order), so the
+// nibble formats need no shuffle. Limitations: needs AVX-512 F/BW/VL + VNNI; the caller's c
+// starts at zero.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "core/kernels.h"
+#include "cpu/prefetch_x86.h"
+#include "cpu/tile_loop.h"
+#include "formats/grouped.h"
+#include "formats/int3.h"
+#include "formats/int4.h"
+#include "formats/nf4.h"
+
+namespace qk {
+namespace {
+#include "cpu/x86/gemm_q_x86.h"
+
+// int8 rows (W8A8): 32 signed weights per block, already in element order.
+struct S8Dec {
+  static constexpr int64_t kBytes = grouped::kBlock;
+  static constexpr bool kZeroPoint = false;
+  static __m256i codes(const uint8_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+};
+
+constexpr int kMR = 8;                        // activation rows per register tile
+constexpr int kNR = 3;                        // column vectors (16 columns each) per tile
+constexpr int64_t kK4 = grouped::kBlock / 4;  // 4-byte k steps per 32-block
+constexpr int64_t kKcBlocks = 8;              // 32-blocks per K block, at most
+
+// 32-blocks per K block: whole groups where a group is shorter than kKcBlocks blocks (so only
+// longer groups carry int32 sums from one K block to the next).
+constexpr int64_t kc_blocks(int64_t gblocks) {
+  return gblocks <= kKcBlocks ? kKcBlocks / gblocks * gblocks : kKcBlocks;
+}
+constexpr int64_t kVec = 64;  // bytes of one panel vector
+
+// 16 rows x one 32-byte block each -> 8 panel vectors: vector q holds dword q of rows 0..15.
+// Rows r and r + 8 share a zmm, then an 8 x 8 dword transpose runs in each 256-bit half.
+inline void transpose_16x8(const __m256i u[16], __m512i out[8]) {
+  __m512i z[8], t[8], s[8];
+  for (int i = 0; i < 8; ++i) z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(u[i]), u[i + 8], 1);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(z[i], z[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(z[i], z[i + 1]);
+  }
+  // s[d] (rows 0-3) and s[4 + d] (rows 4-7): in each 128-bit lane, dword d of that lane's rows.
+  for (int h = 0; h < 8; h += 4) {
+    s[h + 0] = _mm512_unpacklo_epi64(t[h + 0], t[h + 2]);
+    s[h + 1] = _mm512_unpackhi_epi64(t[h + 0], t[h + 2]);
+    s[h + 2] = _mm512_unpacklo_epi64(t[h + 1], t[h + 3]);
+    s[h + 3] = _mm512_unpackhi_epi64(t[h + 1], t[h + 3]);
+  }
+  // Lanes 0/2 hold dwords 0-3 of rows r / r + 8, lanes 1/3 dwords 4-7: gather rows 0-3, 4-7,
+  // 8-11, 12-15 of one dword into the four lanes.
+  const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+  const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+  for (int d = 0; d < 4; ++d) {
+    out[d] = _mm512_permutex2var_epi64(s[d], lo, s[4 + d]);
+    out[4 + d] = _mm512_permutex2var_epi64(s[d], hi, s[4 + d]);
+  }
+}
+
+struct Scratch {
+  std::vector<uint8_t> panel;  // [vectors, blocks * kK4, 64]
+  std::vector<float> wscale;   // [groups in the K block, vectors * 16]
+  std::vector<int32_t> isum;   // [M, vectors * 16] int32 sums of groups longer than a K block
+};
+
+template <typename Dec>
+struct Panel {
+  const QWeights& w;
+  const int8_t* a;
+  int64_t lda;
+  const float* sa;
+  const float* asum;
+  int64_t ldsa;
+  float* c;
+  int64_t ldc, M, N;
+  int64_t vecs;  // column vectors: ceil(N / 16)
+  int64_t nblocks, gblocks;
+  Scratch& s;
+
+  uint8_t* panel() const {
+    const auto p = reinterpret_cast<uintptr_t>(s.panel.data());
+    return reinterpret_cast<uint8_t*>((p + kVec - 1) / kVec * kVec);  // 64-byte aligned
+  }
+
+  // Decodes blocks [b0, b1) of every column into the panel, and the groups' weight scales.
+  void pack(int64_t b0, int64_t b1) const {
+    const int64_t nb = b1 - b0, full = w.row_bytes / Dec::kBytes;
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    alignas(64) __m256i rows[kKcBlocks][16];
+    for (int64_t v = 0; v < vecs; ++v) {
+      for (int r = 0; r < 16; ++r) {
+        const int64_t n = v * 16 + r;
+        if (n >= N) {
+          for (int64_t b = 0; b < nb; ++b) rows[b][r] = _mm256_setzero_si256();
+          continue;
+        }
+        const uint8_t* row = w.packed + n * w.row_bytes;
+        // The row's next K block, which the next pack reads: to L2 while this panel is in use.
+        for (int64_t off = 0; off < nb * Dec::kBytes; off += 64)
+          cpu::prefetch_strip<2>(row + b1 * Dec::kBytes + off);
+        for (int64_t b = b0; b < b1; ++b) {
+          alignas(32) uint8_t tail[Dec::kBytes] = {};
+          const uint8_t* p = row + b * Dec::kBytes;
+          if (b >= full) {  // the short last block: copy out, so nothing past the row is read
+            std::memcpy(tail, p, static_cast<size_t>(w.row_bytes - full * Dec::kBytes));
+            p = tail;
+          }
+          __m256i val = Dec::codes(p);
+          if constexpr (Dec::kZeroPoint) {
+            const int64_t g = b / gblocks;
+            const int z = w.zeros != nullptr ? w.zeros[n * w.groups + g] : w.zero;
+            val = _mm256_sub_epi8(val, _mm256_set1_epi8(static_cast<char>(z)));
+          }
+          rows[b - b0][r] = _mm256_xor_si256(val, flip);  // v + 128 as an unsigned byte
+        }
+      }
+      uint8_t* dst = panel() + v * nb * kK4 * kVec;
+      for (int64_t b = 0; b < nb; ++b) {
+        __m512i out[8];
+        transpose_16x8(rows[b], out);
+        for (int q = 0; q < 8; ++q)
+          _mm512_store_si512(reinterpret_cast<__m512i*>(dst + (b * kK4 + q) * kVec), out[q]);
+      }
+    }
+    const int64_t g0 = b0 / gblocks, g1 = (b1 - 1) / gblocks + 1, ld = vecs * 16;
+    for (int64_t g = g0; g < g1; ++g)
+      for (int64_t n = 0; n < ld; ++n)
+        s.wscale[(g - g0) * ld + n] = n < N ? w.scales[n * w.groups + g] : 0.0f;
+  }
+
+  // Rows [m, m + MR) x column vectors [v, v + NR) over the packed K block [kb0, kb1).
+  template <int MR, int NR>
+  void tile(int64_t m, int64_t v, int64_t kb0, int64_t kb1) const {
+    const int64_t ld = vecs * 16;
+    const uint8_t* bp[NR];
+    __mmask16 cols[NR];
+    _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) {
+      bp[j] = panel() + (v + j) * (kb1 - kb0) * kK4 * kVec;
+      const int64_t left = N - (v + j) * 16;
+      cols[j] = left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+    }
+    const int64_t g0 = kb0 / gblocks;
+    for (int64_t g = g0; g * gblocks < kb1; ++g) {
+      const int64_t s0 = std::max(kb0, g * gblocks), s1 = std::min(kb1, (g + 1) * gblocks);
+      const bool first = s0 == g * gblocks;
+      const bool last = s1 == std::min(nblocks, (g + 1) * gblocks);
+      // A group starts from -128 * sum a, which removes the +128 of the panel bytes in passing.
+      // asum holds integers below 2^24 as fp32: the conversion is exact.
+      __m512i acc[MR][NR];
+      _Pragma("GCC unroll 8") for (int i = 0; i < MR; ++i) {
+        const __m512i start =
+            _mm512_set1_epi32(-128 * static_cast<int32_t>(asum[(m + i) * ldsa + g]));
+        _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) acc[i][j] =
+            first ? start : _mm512_loadu_si512(s.isum.data() + (m + i) * ld + (v + j) * 16);
+      }
+      const int8_t* ap = a + m * lda;
+      for (int64_t k4 = s0 * kK4; k4 < s1 * kK4; ++k4) {
+        __m512i bv[NR];
+        _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) bv[j] =
+            _mm512_load_si512(bp[j] + (k4 - kb0 * kK4) * kVec);
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; ++i) {
+          int32_t a4;  // 4 activations, broadcast (vpdpbusd's m32bcst operand)
+          std::memcpy(&a4, ap + i * lda + k4 * 4, 4);
+          const __m512i av = _mm512_set1_epi32(a4);
+          _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) acc[i][j] =
+              _mm512_dpbusd_epi32(acc[i][j], bv[j], av);
+        }
+      }
+      if (!last) {
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; ++i)
+            _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j)
+                _mm512_storeu_si512(s.isum.data() + (m + i) * ld + (v + j) * 16, acc[i][j]);
+        continue;
+      }
+      // One multiply-add per output: with a single group (W8A8) c is 0, and fma(d, s, 0) rounds
+      // d * s once, as the oracle's multiply does.
+      _Pragma("GCC unroll 8") for (int i = 0; i < MR; ++i) {
+        const __m512 sx = _mm512_set1_ps(sa[(m + i) * ldsa + g]);
+        _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) {
+          const __m512 sw = _mm512_loadu_ps(s.wscale.data() + (g - g0) * ld + (v + j) * 16);
+          float* cp = c + (m + i) * ldc + (v + j) * 16;
+          const __m512 sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), _mm512_mul_ps(sx, sw),
+                                             _mm512_maskz_loadu_ps(cols[j], cp));
+          _mm512_mask_storeu_ps(cp, cols[j], sum);
+        }
+      }
+    }
+  }
+
+  template <int NR>
+  void rows(int64_t v, int64_t kb0, int64_t kb1) const {
+    int64_t m = 0;
+    for (; m + kMR <= M; m += kMR) tile<kMR, NR>(m, v, kb0, kb1);
+    switch (M - m) {
+      case 7:
+        return tile<7, NR>(m, v, kb0, kb1);
+      case 6:
+        return tile<6, NR>(m, v, kb0, kb1);
+      case 5:
+        return tile<5, NR>(m, v, kb0, kb1);
+      case 4:
+        return tile<4, NR>(m, v, kb0, kb1);
+      case 3:
+        return tile<3, NR>(m, v, kb0, kb1);
+      case 2:
+        return tile<2, NR>(m, v, kb0, kb1);
+      case 1:
+        return tile<1, NR>(m, v, kb0, kb1);
+      default:
+        return;
+    }
+  }
+
+  void run() const {
+    const int64_t kc = kc_blocks(gblocks);
+    for (int64_t kb0 = 0; kb0 < nblocks; kb0 += kc) {
+      const int64_t kb1 = std::min(nblocks, kb0 + kc);
+      pack(kb0, kb1);
+      int64_t v = 0;
+      for (; v + kNR <= vecs; v += kNR) rows<kNR>(v, kb0, kb1);
+      if (vecs - v == 2) rows<2>(v, kb0, kb1);
+      if (vecs - v == 1) rows<1>(v, kb0, kb1);
+    }
+  }
+};
+
+template <typename Dec>
+void gemm_panel(const QWeights& w, const int8_t* a, int64_t lda, const float* sa, const float* asum,
+                int64_t ldsa, float* c, int64_t ldc, int64_t M, int64_t N) {
+  if (M == 0 || N == 0) return;
+  const int64_t vecs = (N + 15) / 16;
+  const int64_t nblocks = grouped::blocks_per_row(w.K);
+  const int64_t kblocks = std::min(nblocks, kc_blocks(w.group_blocks));
+  thread_local Scratch s;
+  s.panel.resize(static_cast<size_t>(vecs * kblocks * kK4 * kVec + kVec));
+  s.wscale.resize(static_cast<size_t>((kblocks + 1) * vecs * 16));
+  if (w.group_blocks > kKcBlocks) s.isum.resize(static_cast<size_t>(M * vecs * 16));
+  const Panel<Dec> p{w, a, lda, sa, asum, ldsa, c, ldc, M, N, vecs, nblocks, w.group_blocks, s};
+  p.run();
+}
+
+}  // namespace
+
+const GemmPanelFn kGemmPanelAvx512Vnni[kPanelFormatCount] = {
+    gemm_panel<Int4Dec>, gemm_panel<Int3Dec>, gemm_panel<NF4Dec>, gemm_panel<S8Dec>};
+
+}  // namespace qk
