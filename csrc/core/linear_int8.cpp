@@ -52,16 +52,12 @@ void quantize_rows(const KernelTable& k, const void* x, qk_dtype d, int64_t ldx,
 }
 
 // W8A8 through the panel GEMM (kernels.h: GemmPanelFn): the int8 rows are one group of K,
-// scaled by x_scale and w_scale; the result is bit-identical to the dot-product path.
+// scaled by x_scale and w_scale; the result is bit-identical to the dot-product path. asum: the
+// sum of each panel row.
 qk_status w8a8_panel(const KernelTable& k, const int8_t* panel, int64_t ldp, const float* x_scale,
-                     const int8_t* w, const float* w_scale, const float* bias, void* y,
-                     qk_dtype x_dtype, int64_t ldy, int64_t M, int64_t N, int64_t K, int nt) {
-  auto asum = aligned_buffer<float>(M);
-  for (int64_t r = 0; r < M; ++r) {
-    int32_t s = 0;
-    for (int64_t i = 0; i < K; ++i) s += panel[r * ldp + i];
-    asum[r] = static_cast<float>(s);  // |s| <= 127 * 2^17 < 2^24: exact
-  }
+                     const float* asum, const int8_t* w, const float* w_scale, const float* bias,
+                     void* y, qk_dtype x_dtype, int64_t ldy, int64_t M, int64_t N, int64_t K,
+                     int nt) {
   const int64_t blocks = std::max<int64_t>(grouped::blocks_per_row(K), 1);
   const QWeights qw{reinterpret_cast<const uint8_t*>(w), K, w_scale, nullptr, 0, 1, blocks, K};
   const Tiling t = make_panel_tiling(M, N, nt);
@@ -72,8 +68,8 @@ qk_status w8a8_panel(const KernelTable& k, const int8_t* panel, int64_t ldp, con
     wt.packed += n0 * K;
     wt.scales += n0;
     std::vector<float> out(static_cast<size_t>(mb * nb));
-    k.gemm_panel[kPanelS8](wt, panel + m0 * ldp, ldp, x_scale + m0, asum.get() + m0, 1, out.data(),
-                           nb, mb, nb);
+    k.gemm_panel[kPanelS8](wt, panel + m0 * ldp, ldp, x_scale + m0, asum + m0, 1, out.data(), nb,
+                           mb, nb);
     store_block(out.data(), mb, nb, nullptr, bias, y, x_dtype, ldy, m0, n0);
   });
   return ok();
@@ -158,16 +154,25 @@ qk_status linear_int8_w8a8(const void* x, qk_dtype x_dtype, int64_t ldx, const i
     const int64_t ldp = round_up(std::max<int64_t>(K, 1), kPanelAlign);
     auto panel = aligned_buffer<int8_t>(M * ldp);
     auto x_scale = aligned_buffer<float>(M);
+    const bool use_panel = k.gemm_panel != nullptr && M >= k.panel_min_m[kPanelS8];
+    auto asum = aligned_buffer<float>(use_panel ? M : 0);
     const int64_t rows_per_task = 16;
     parallel_for((M + rows_per_task - 1) / rows_per_task, nt, [&](int64_t t) {
       const int64_t r0 = t * rows_per_task, r1 = std::min(M, r0 + rows_per_task);
       quantize_rows(k, x, x_dtype, ldx, K, r0, r1, panel.get(), ldp, x_scale.get());
-      for (int64_t r = r0; r < r1; ++r)  // zero the padding the kernels may load
-        for (int64_t i = K; i < ldp; ++i) panel[r * ldp + i] = 0;
+      for (int64_t r = r0; r < r1; ++r) {
+        int8_t* row = panel.get() + r * ldp;
+        for (int64_t i = K; i < ldp; ++i) row[i] = 0;  // the padding the kernels may load
+        if (use_panel) {
+          int32_t s = 0;
+          for (int64_t i = 0; i < K; ++i) s += row[i];
+          asum[r] = static_cast<float>(s);  // |s| <= 127 * 2^17 < 2^24: exact
+        }
+      }
     });
-    if (k.gemm_panel != nullptr && M >= k.panel_min_m[kPanelS8])
-      return w8a8_panel(k, panel.get(), ldp, x_scale.get(), w, w_scale, bias, y, x_dtype, ldy, M, N,
-                        K, nt);
+    if (use_panel)
+      return w8a8_panel(k, panel.get(), ldp, x_scale.get(), asum.get(), w, w_scale, bias, y,
+                        x_dtype, ldy, M, N, K, nt);
     const Tiling t = make_tiling(M, N, K, ldp, threads);
     parallel_for(t.tasks(), nt, [&](int64_t task) {
       const int64_t m0 = t.m0(task), n0 = t.n0(task);

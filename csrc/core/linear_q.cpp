@@ -81,14 +81,26 @@ qk_status check_args(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, co
   return QK_OK;
 }
 
+// Sum of n int8 values (integers below 2^24, exact as fp32).
+float sum_codes(const int8_t* q, int64_t n) {
+  int32_t s = 0;
+  for (int64_t i = 0; i < n; ++i) s += q[i];
+  return static_cast<float>(s);
+}
+
 // Quantizes rows [r0, r1) of x per group into the panel (panel order, zero padding) and writes
-// the activation scale of each group; nf4 folds its table's 1/127 into that scale.
+// the activation scale of each group; nf4 folds its table's 1/127 into that scale. Then, for each
+// group, either the lane sums that gemm_q wants (asum, [M, groups, 8]) or the plain sums the panel
+// GEMM wants (atot, [M, groups]; asum unused).
 void stage_rows(const KernelTable& k, QFormat f, const void* x, qk_dtype d, int64_t ldx, int64_t K,
                 int64_t group, int64_t groups, int64_t r0, int64_t r1, int8_t* panel, int64_t ldp,
-                float* sa, float* asum) {
+                float* sa, float* asum, float* atot) {
   const FormatInfo& fi = info(f);
+  int src[grouped::kBlock];  // panel position p holds element src[p] of its block
+  for (int p = 0; p < grouped::kBlock; ++p) src[p] = fi.source(p);
   std::vector<float> xf(static_cast<size_t>(K));
   std::vector<int8_t> q(static_cast<size_t>(K));
+  const int64_t full = K / grouped::kBlock;
   for (int64_t r = r0; r < r1; ++r) {
     load_row_f32(row_ptr(x, d, ldx, r), d, K, xf.data());
     for (int64_t g = 0; g < groups; ++g) {
@@ -96,13 +108,17 @@ void stage_rows(const KernelTable& k, QFormat f, const void* x, qk_dtype d, int6
       float s = k.quantize_row_int8(xf.data() + k0, len, q.data() + k0);
       if (f == kQNF4) s = s / nf4::kInt8Scale;
       sa[r * groups + g] = s;
+      if (atot != nullptr) atot[r * groups + g] = sum_codes(q.data() + k0, len);
     }
     int8_t* dst = panel + r * ldp;
-    for (int64_t b = 0; b * grouped::kBlock < ldp; ++b)
-      for (int p = 0; p < grouped::kBlock; ++p) {
-        const int64_t src = b * grouped::kBlock + fi.source(p);
-        dst[b * grouped::kBlock + p] = src < K ? q[src] : 0;
-      }
+    for (int64_t b = 0; b < full; ++b)
+      for (int p = 0; p < grouped::kBlock; ++p)
+        dst[b * grouped::kBlock + p] = q[b * grouped::kBlock + src[p]];
+    for (int64_t i = full * grouped::kBlock; i < ldp; ++i) {  // the short last block, padding
+      const int64_t from = (i / grouped::kBlock) * grouped::kBlock + src[i % grouped::kBlock];
+      dst[i] = i / grouped::kBlock == full && from < K ? q[from] : 0;
+    }
+    if (atot != nullptr) continue;
     // Lane sums of the panel per group (kernels.h: asum), in panel order like the dot products.
     for (int64_t g = 0; g < groups; ++g) {
       int32_t lanes[8] = {};
@@ -134,23 +150,15 @@ qk_status linear_q(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, cons
         round_up(std::max<int64_t>(grouped::blocks_per_row(K), 1) * grouped::kBlock, kPanelAlign);
     auto panel = aligned_buffer<int8_t>(M * ldp);
     auto sa = aligned_buffer<float>(M * groups);
-    auto asum = aligned_buffer<float>(M * groups * 8);
+    const bool use_panel = k.gemm_panel != nullptr && M >= k.panel_min_m[f];
+    auto asum = aligned_buffer<float>(use_panel ? 0 : M * groups * 8);
+    auto atot = aligned_buffer<float>(use_panel ? M * groups : 0);
     const int64_t rows_per_task = 16;
     parallel_for((M + rows_per_task - 1) / rows_per_task, nt, [&](int64_t t) {
       const int64_t r0 = t * rows_per_task, r1 = std::min(M, r0 + rows_per_task);
       stage_rows(k, f, x, x_dtype, ldx, K, group, groups, r0, r1, panel.get(), ldp, sa.get(),
-                 asum.get());
+                 asum.get(), use_panel ? atot.get() : nullptr);
     });
-    const bool use_panel = k.gemm_panel != nullptr && M >= k.panel_min_m[f];
-    // The panel GEMM takes the plain sum of a per group: the lane sums added up (exact: integers
-    // below 2^24).
-    auto atot = aligned_buffer<float>(use_panel ? M * groups : 0);
-    if (use_panel)
-      for (int64_t i = 0; i < M * groups; ++i) {
-        float s = 0.0f;
-        for (int l = 0; l < 8; ++l) s += asum[i * 8 + l];
-        atot[i] = s;
-      }
     const Tiling t = use_panel ? make_panel_tiling(M, N, nt) : make_tiling(M, N, K, ldp, threads);
     parallel_for(t.tasks(), nt, [&](int64_t task) {
       const int64_t m0 = t.m0(task), n0 = t.n0(task);
