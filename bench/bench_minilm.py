@@ -3,7 +3,8 @@
 Method: the demo's 600 sentences (CPython's pydoc topics) in batches of 64, sorted by token count;
 each model runs one warm-up pass, then ``--repeats`` timed passes over all batches, in turns (one
 pass of every model per round, so a slow spell of the machine hits them alike); the table gives the
-median pass and its ratio to the fp32 and bf16 models timed in the same run. Start it as a user
+median pass and its ratio to the fp32 and bf16 models and to torch's ``quantize_dynamic``
+(``qdyn``), all timed in the same run. Start it as a user
 would start a script: no ``OMP_WAIT_POLICY``, no ``QKERNELS_*`` variables (``QKERNELS_POOL=own``
 measures the library's own thread pool instead of torch's OpenMP team).
 
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     models = {
         "fp32": SentenceEmbedder(st).eval(),
         "bf16": SentenceEmbedder(copy.deepcopy(st).to(torch.bfloat16)),
+        # torch's own dynamic int8 (fbgemm / onednn), the peer of W8A8.
+        "qdyn": torch.ao.quantization.quantize_dynamic(
+            SentenceEmbedder(copy.deepcopy(st)).eval(), {torch.nn.Linear}, dtype=torch.qint8
+        ),
     }
     for f in formats:
         models[f] = qk.quantize_(
@@ -75,10 +80,13 @@ def main(argv: list[str] | None = None) -> None:
         f"thread pool {info['thread_pool']['pool']}, median of {args.repeats} passes"
     )
     fp32, bf16 = (statistics.median(times[n]) for n in ("fp32", "bf16"))
-    print(f"{'model':<12} {'pass s':>7} {'x fp32':>7} {'x bf16':>7} {'x best dense':>12}")
+    qdyn = statistics.median(times["qdyn"])
+    print(f"{'model':<12} {'pass s':>7} {'x fp32':>7} {'x bf16':>7} {'x best dense':>12} {'x qdyn':>7}")
     for name, ts in times.items():
         t = statistics.median(ts)
-        print(f"{name:<12} {t:7.3f} {fp32 / t:7.2f} {bf16 / t:7.2f} {min(fp32, bf16) / t:12.2f}")
+        print(
+            f"{name:<12} {t:7.3f} {fp32 / t:7.2f} {bf16 / t:7.2f} {min(fp32, bf16) / t:12.2f} {qdyn / t:7.2f}"
+        )
 
 
 if __name__ == "__main__":

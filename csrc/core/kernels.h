@@ -97,6 +97,10 @@ struct KernelTable {
   // panel_min_m[format] activation rows on (measured: docs/kernels.md).
   const GemmPanelFn* gemm_panel = nullptr;
   int64_t panel_min_m[kPanelFormatCount] = {};
+  // W8A16's panel GEMM: gemm_f32_s8's contract, or nullptr; used from f32_panel_min_m rows on.
+  void (*gemm_f32_s8_panel)(const float* x, int64_t ldx, const int8_t* w, int64_t ldw, float* c,
+                            int64_t ldc, int64_t M, int64_t N, int64_t K) = nullptr;
+  int64_t f32_panel_min_m = 0;
   // The integer engine of the batched paths, for qk_isa_engine() and the bench headers.
   const char* engine = "";
 };

@@ -211,12 +211,15 @@ qk_status linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx, const 
     const StagedF32 staged = stage_f32(x, x_dtype, ldx, M, K);
     const float* xf = staged.x;
     const int64_t ldxf = staged.ld;
-    const Tiling t = make_tiling(M, N, K, 4 * ldxf, threads);
+    const bool use_panel = k.gemm_f32_s8_panel != nullptr && M >= k.f32_panel_min_m;
+    const auto gemm = use_panel ? k.gemm_f32_s8_panel : k.gemm_f32_s8;
+    const Tiling t =
+        use_panel ? make_panel_tiling(M, N, nt) : make_tiling(M, N, K, 4 * ldxf, threads);
     parallel_for(t.tasks(), nt, [&](int64_t task) {
       const int64_t m0 = t.m0(task), n0 = t.n0(task);
       const int64_t mb = std::min(t.mb, M - m0), nb = std::min(t.nb, N - n0);
       std::vector<float> acc(static_cast<size_t>(mb * nb));
-      k.gemm_f32_s8(xf + m0 * ldxf, ldxf, w + n0 * K, K, acc.data(), nb, mb, nb, K);
+      gemm(xf + m0 * ldxf, ldxf, w + n0 * K, K, acc.data(), nb, mb, nb, K);
       store_block(acc.data(), mb, nb, w_scale, bias, y, x_dtype, ldy, m0, n0);
     });
     return ok();

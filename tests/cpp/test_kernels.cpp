@@ -313,13 +313,24 @@ void test_gemm_s8(const KernelTable& t, const KernelTable& generic) {
 
 // ---- gemm_f32_s8 --------------------------------------------------------------------------------
 
-void test_gemm_f32_s8(const KernelTable& t) {
+// The dot-product kernel on its grid; the panel kernel (where the path has one) on rows around
+// its 8-row tile, columns around its 16-column vectors and 48-column tile, K around its 256-k
+// blocks and 4-k quads.
+void test_gemm_f32_s8(const KernelTable& t, bool panel) {
+  if (panel && t.gemm_f32_s8_panel == nullptr) return;
+  const auto gemm = panel ? t.gemm_f32_s8_panel : t.gemm_f32_s8;
+  const auto Ms =
+      panel ? std::vector<int64_t>{1, 7, 8, 9, 17} : std::vector<int64_t>{1, 2, 3, 4, 5, 17};
+  const auto Ns =
+      panel ? std::vector<int64_t>{1, 15, 16, 17, 47, 49, 97} : std::vector<int64_t>{1, 3, 4, 5, 9};
+  const auto Ks = panel ? std::vector<int64_t>{1, 3, 33, 255, 256, 257, 600}
+                        : std::vector<int64_t>{1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 4097};
   Rng rng;
-  for (int64_t M : {1, 2, 3, 4, 5, 17})
-    for (int64_t N : {1, 3, 4, 5, 9})
-      for (int64_t K : {1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 4097}) {
-        g_ctx = std::string(qk_isa_name(t.isa)) + " gemm_f32_s8 M=" + std::to_string(M) +
-                " N=" + std::to_string(N) + " K=" + std::to_string(K);
+  for (int64_t M : Ms)
+    for (int64_t N : Ns)
+      for (int64_t K : Ks) {
+        g_ctx = std::string(qk_isa_name(t.isa)) + (panel ? " gemm_f32_s8_panel" : " gemm_f32_s8") +
+                " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
         const int64_t ldx = K + 3, ldw = K + 5, ldc = N + 2;
         // x ends at its last element and holds NaN in its row padding; mixed magnitudes make the
         // sums cancel, which the bound (taken over |terms|) allows for.
@@ -332,7 +343,7 @@ void test_gemm_f32_s8(const KernelTable& t) {
         for (int8_t& v : w) v = rng.code();
         const float guard = -1234.5f;
         std::vector<float> c(static_cast<size_t>(M * ldc), guard);
-        t.gemm_f32_s8(x.data(), ldx, w.data(), ldw, c.data(), ldc, M, N, K);
+        gemm(x.data(), ldx, w.data(), ldw, c.data(), ldc, M, N, K);
         check_block(c, ldc, M, N, guard, __LINE__, [&](int64_t m, int64_t n) {
           double sum = 0.0, mag = 0.0;
           for (int64_t k = 0; k < K; ++k) {
@@ -594,7 +605,8 @@ int main() {
     std::printf("testing %s\n", qk_isa_name(isa));
     test_quantize(*t, *generic);
     test_gemm_s8(*t, *generic);
-    test_gemm_f32_s8(*t);
+    test_gemm_f32_s8(*t, false);
+    test_gemm_f32_s8(*t, true);
     test_gemm_q(*t);
     test_gemm_panel(*t);
     test_gemm_vq(*t);

@@ -203,6 +203,8 @@ constexpr KernelTable kTable = {QK_ISA_AVX2,
                                 kGemmVQAvx2,
                                 nullptr,
                                 {},
+                                nullptr,
+                                0,
                                 "vpmaddubsw (AVX2): dot-product tiles"};
 
 }  // namespace

@@ -135,6 +135,9 @@ void gemm_f32_s8(const float* x, int64_t ldx, const int8_t* w, int64_t ldw, floa
     cpu::for_each_tile<4, 4>(M, N, tile);
 }
 
+// From this batch size on W8A16's panel GEMM beats the 4 x 4 dot-product tiles (docs/kernels.md).
+constexpr int64_t kF32PanelMinM = 4;
+
 KernelTable make_table() {
   const bool vnni = __builtin_cpu_supports("avx512vnni");
   return {QK_ISA_AVX512,
@@ -147,8 +150,12 @@ KernelTable make_table() {
           // From these batch sizes on (int4, int3, nf4, int8) the VNNI panel GEMM beats the
           // dot-product kernels: measured crossovers in docs/kernels.md.
           {8, 8, 8, 12},
-          vnni ? "vpdpbusd (AVX-512 VNNI): panel GEMM from M >= 8 (int8: 12)"
-               : "vpmaddubsw (AVX-512BW, no VNNI): dot-product tiles"};
+          gemm_f32_s8_panel_avx512,
+          kF32PanelMinM,
+          vnni ? "vpdpbusd (AVX-512 VNNI): panel GEMM from M >= 8 (int8: 12); W8A16: fp32 "
+                 "panel GEMM from M >= 4"
+               : "vpmaddubsw (AVX-512BW, no VNNI): dot-product tiles; W8A16: fp32 panel GEMM "
+                 "from M >= 4"};
 }
 
 }  // namespace

@@ -51,9 +51,10 @@ void gemm_f32_s8(const float* x, int64_t ldx, const int8_t* w, int64_t ldw, floa
     }
 }
 
-constexpr KernelTable kTable = {QK_ISA_GENERIC, quantize_row_int8, gemm_s8, gemm_f32_s8,
-                                kGemmQGeneric,  kGemmVQGeneric,    nullptr, {},
-                                "scalar C++"};
+constexpr KernelTable kTable = {
+    QK_ISA_GENERIC, quantize_row_int8, gemm_s8, gemm_f32_s8, kGemmQGeneric,
+    kGemmVQGeneric, nullptr,           {},      nullptr,     0,
+    "scalar C++"};
 
 }  // namespace
 

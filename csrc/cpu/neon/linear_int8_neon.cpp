@@ -143,6 +143,8 @@ constexpr KernelTable kTable = {QK_ISA_NEON,
                                 kGemmVQNeon,
                                 nullptr,
                                 {},
+                                nullptr,
+                                0,
                                 "vmull_s8 (NEON): dot-product tiles"};
 
 }  // namespace

@@ -1,0 +1,30 @@
+// 16 x 8 dword transpose for the AVX-512 panel GEMMs (gemm_panel_avx512vnni.cpp,
+// gemm_f32_s8_panel_avx512.cpp). Included inside each unit's anonymous namespace (after
+// <immintrin.h>), so every copy stays private to that unit's flags.
+#pragma once
+
+// 16 rows x one 32-byte block each -> 8 panel vectors: vector q holds dword q of rows 0..15.
+// Rows r and r + 8 share a zmm, then an 8 x 8 dword transpose runs in each 256-bit half.
+inline void transpose_16x8(const __m256i u[16], __m512i out[8]) {
+  __m512i z[8], t[8], s[8];
+  for (int i = 0; i < 8; ++i) z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(u[i]), u[i + 8], 1);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(z[i], z[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(z[i], z[i + 1]);
+  }
+  // s[d] (rows 0-3) and s[4 + d] (rows 4-7): in each 128-bit lane, dword d of that lane's rows.
+  for (int h = 0; h < 8; h += 4) {
+    s[h + 0] = _mm512_unpacklo_epi64(t[h + 0], t[h + 2]);
+    s[h + 1] = _mm512_unpackhi_epi64(t[h + 0], t[h + 2]);
+    s[h + 2] = _mm512_unpacklo_epi64(t[h + 1], t[h + 3]);
+    s[h + 3] = _mm512_unpackhi_epi64(t[h + 1], t[h + 3]);
+  }
+  // Lanes 0/2 hold dwords 0-3 of rows r / r + 8, lanes 1/3 dwords 4-7: gather rows 0-3, 4-7,
+  // 8-11, 12-15 of one dword into the four lanes.
+  const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+  const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+  for (int d = 0; d < 4; ++d) {
+    out[d] = _mm512_permutex2var_epi64(s[d], lo, s[4 + d]);
+    out[4 + d] = _mm512_permutex2var_epi64(s[d], hi, s[4 + d]);
+  }
+}
