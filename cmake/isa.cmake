@@ -9,7 +9,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   set(_avx2 csrc/cpu/avx2/linear_int8_avx2.cpp csrc/cpu/avx2/gemm_q_avx2.cpp
     csrc/cpu/avx2/gemm_vq_avx2.cpp)
   set(_avx512 csrc/cpu/avx512/linear_int8_avx512.cpp csrc/cpu/avx512/gemm_q_avx512.cpp
-    csrc/cpu/avx512/gemm_vq_avx512.cpp csrc/cpu/avx512/gemm_f32_s8_panel_avx512.cpp)
+    csrc/cpu/avx512/gemm_vq_avx512.cpp csrc/cpu/avx512/gemm_f32_panel_avx512.cpp)
   set(_avx512vnni csrc/cpu/avx512/gemm_s8_avx512vnni.cpp
     csrc/cpu/avx512/gemm_panel_avx512vnni.cpp)
   set_source_files_properties(${_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")

@@ -14,7 +14,7 @@ from tolerance import assert_close_to_oracle
 
 ops = torch.ops.qkernels
 CONFIGS = [(1, 8), (2, 8), (1, 16), (2, 16)]  # (codebooks, codebook bits)
-M_GRID = (1, 3, 17, 118)
+M_GRID = (1, 3, 17, 118, 512)
 # (N, K): ragged N with rows of 25 groups, one group per row, and a wide layer (300 rows: past any
 # power-of-two block of output rows).
 NK_GRID = ((37, 200), (5, 8), (300, 64))

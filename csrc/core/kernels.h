@@ -76,6 +76,8 @@ extern const GemmVQFn kGemmVQGeneric[4];
 extern const GemmVQFn kGemmVQAvx2[4];
 extern const GemmVQFn kGemmVQAvx512[4];
 extern const GemmVQFn kGemmVQNeon[4];
+// The fp32 panel GEMM for vq batches (csrc/cpu/avx512/gemm_f32_panel_avx512.cpp), same contract.
+extern const GemmVQFn kGemmVQPanelAvx512[4];
 
 struct KernelTable {
   qk_isa isa;
@@ -103,6 +105,9 @@ struct KernelTable {
   int64_t f32_panel_min_m = 0;
   // The integer engine of the batched paths, for qk_isa_engine() and the bench headers.
   const char* engine = "";
+  // vq's panel GEMM ([vq::kVariants]), or nullptr; used from vq_panel_min_m[variant] rows on.
+  const GemmVQFn* gemm_vq_panel = nullptr;
+  int64_t vq_panel_min_m[4] = {};
 };
 
 // Defined by each ISA's translation units; absent (nullptr) where not compiled for this target.

@@ -47,9 +47,12 @@ qk_status linear_vq(const void* x, qk_dtype x_dtype, int64_t ldx, const void* co
     const StagedF32 staged = stage_f32(x, x_dtype, ldx, M, K);
     const float* xf = staged.x;
     const int64_t ldxf = staged.ld;
-    const GemmVQFn gemm = k.gemm_vq[vq::variant(num_codebooks, codebook_bits)];
+    const int variant = vq::variant(num_codebooks, codebook_bits);
+    const bool use_panel = k.gemm_vq_panel != nullptr && M >= k.vq_panel_min_m[variant];
+    const GemmVQFn gemm = (use_panel ? k.gemm_vq_panel : k.gemm_vq)[variant];
     const int64_t row_code_bytes = code_cols * (codebook_bits / 8);
-    const Tiling t = make_tiling(M, N, K, 4 * ldxf, threads);
+    const Tiling t =
+        use_panel ? make_panel_tiling(M, N, nt) : make_tiling(M, N, K, 4 * ldxf, threads);
     parallel_for(t.tasks(), nt, [&](int64_t task) {
       const int64_t m0 = t.m0(task), n0 = t.n0(task);
       const int64_t mb = std::min(t.mb, M - m0), nb = std::min(t.nb, N - n0);

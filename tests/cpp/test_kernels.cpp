@@ -521,11 +521,11 @@ void test_gemm_panel(const KernelTable& t) {
 // ---- gemm_vq ------------------------------------------------------------------------------------
 
 template <typename Code>
-void run_gemm_vq(const KernelTable& t, int mc, int bits, int64_t M, int64_t N, int64_t K,
-                 Rng& rng) {
-  g_ctx = std::string(qk_isa_name(t.isa)) + " gemm_vq " + std::to_string(mc) + "x" +
-          std::to_string(bits) + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
-          " K=" + std::to_string(K);
+void run_gemm_vq(const KernelTable& t, bool panel, int mc, int bits, int64_t M, int64_t N,
+                 int64_t K, Rng& rng) {
+  g_ctx = std::string(qk_isa_name(t.isa)) + (panel ? " gemm_vq_panel " : " gemm_vq ") +
+          std::to_string(mc) + "x" + std::to_string(bits) + " M=" + std::to_string(M) +
+          " N=" + std::to_string(N) + " K=" + std::to_string(K);
   const int64_t groups = K / 8, entries = int64_t{1} << bits;
   std::vector<float> cb(static_cast<size_t>(mc * entries * 8));
   for (float& v : cb) v = rng.uniform(-1.0f, 1.0f);
@@ -540,7 +540,8 @@ void run_gemm_vq(const KernelTable& t, int mc, int bits, int64_t M, int64_t N, i
   const float guard = -1234.5f;
   std::vector<float> c(static_cast<size_t>(M * ldc), guard);
   const qk::VQWeights w{codes.data(), cb.data(), K};
-  t.gemm_vq[qk::vq::variant(mc, bits)](w, x.data(), ldx, c.data(), ldc, M, N);
+  (panel ? t.gemm_vq_panel : t.gemm_vq)[qk::vq::variant(mc, bits)](w, x.data(), ldx, c.data(), ldc,
+                                                                   M, N);
   check_block(c, ldc, M, N, guard, __LINE__, [&](int64_t m, int64_t n) {
     double sum = 0.0, mag = 0.0;
     for (int64_t g = 0; g < groups; ++g)
@@ -556,17 +557,26 @@ void run_gemm_vq(const KernelTable& t, int mc, int bits, int64_t M, int64_t N, i
   });
 }
 
-void test_gemm_vq(const KernelTable& t) {
+// The dot-product kernel on its grid; the panel kernel (where the path has one) around its 8-row
+// tile, 16-column vectors, 48-column tile and 256-k blocks.
+void test_gemm_vq(const KernelTable& t, bool panel) {
+  if (panel && t.gemm_vq_panel == nullptr) return;
+  const auto Ms =
+      panel ? std::vector<int64_t>{1, 7, 8, 9, 17} : std::vector<int64_t>{1, 2, 3, 4, 5, 17};
+  const auto Ns =
+      panel ? std::vector<int64_t>{1, 15, 16, 17, 49} : std::vector<int64_t>{1, 3, 4, 5, 9};
+  const auto Ks =
+      panel ? std::vector<int64_t>{8, 248, 256, 264, 1000} : std::vector<int64_t>{8, 16, 24, 1000};
   Rng rng;
   for (int mc : {1, 2})
     for (int bits : {8, 16})
-      for (int64_t M : {1, 2, 3, 4, 5, 17})
-        for (int64_t N : {1, 3, 4, 5, 9})
-          for (int64_t K : {8, 16, 24, 1000}) {
+      for (int64_t M : Ms)
+        for (int64_t N : Ns)
+          for (int64_t K : Ks) {
             if (bits == 8)
-              run_gemm_vq<uint8_t>(t, mc, bits, M, N, K, rng);
+              run_gemm_vq<uint8_t>(t, panel, mc, bits, M, N, K, rng);
             else
-              run_gemm_vq<uint16_t>(t, mc, bits, M, N, K, rng);
+              run_gemm_vq<uint16_t>(t, panel, mc, bits, M, N, K, rng);
           }
 }
 
@@ -609,7 +619,8 @@ int main() {
     test_gemm_f32_s8(*t, true);
     test_gemm_q(*t);
     test_gemm_panel(*t);
-    test_gemm_vq(*t);
+    test_gemm_vq(*t, false);
+    test_gemm_vq(*t, true);
   }
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed != 0;

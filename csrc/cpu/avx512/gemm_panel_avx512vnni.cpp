@@ -41,7 +41,7 @@
 
 namespace qk {
 namespace {
-#include "cpu/avx512/transpose_avx512.h"
+#include "cpu/avx512/panel_avx512.h"
 #include "cpu/x86/gemm_q_x86.h"
 
 // int8 rows (W8A8): 32 signed weights per block, already in element order.
@@ -53,8 +53,6 @@ struct S8Dec {
   }
 };
 
-constexpr int kMR = 8;                        // activation rows per register tile
-constexpr int kNR = 3;                        // column vectors (16 columns each) per tile
 constexpr int64_t kK4 = grouped::kBlock / 4;  // 4-byte k steps per 32-block
 constexpr int64_t kKcBlocks = 8;              // 32-blocks per K block, at most
 
@@ -71,16 +69,10 @@ struct Scratch {
   std::vector<int32_t> isum;   // [M, vectors * 16] int32 sums of groups longer than a K block
 };
 
+// The gemm_q arguments (asum as GemmPanelFn reads it), the sizes and the scratch of one call.
 template <typename Dec>
-struct Panel {
-  const QWeights& w;
-  const int8_t* a;
-  int64_t lda;
-  const float* sa;
-  const float* asum;
-  int64_t ldsa;
-  float* c;
-  int64_t ldc, M, N;
+struct Panel : QTileArgs {
+  int64_t M, N;
   int64_t vecs;  // column vectors: ceil(N / 16)
   int64_t nblocks, gblocks;
   Scratch& s;
@@ -195,39 +187,12 @@ struct Panel {
     }
   }
 
-  template <int NR>
-  void rows(int64_t v, int64_t kb0, int64_t kb1) const {
-    int64_t m = 0;
-    for (; m + kMR <= M; m += kMR) tile<kMR, NR>(m, v, kb0, kb1);
-    switch (M - m) {
-      case 7:
-        return tile<7, NR>(m, v, kb0, kb1);
-      case 6:
-        return tile<6, NR>(m, v, kb0, kb1);
-      case 5:
-        return tile<5, NR>(m, v, kb0, kb1);
-      case 4:
-        return tile<4, NR>(m, v, kb0, kb1);
-      case 3:
-        return tile<3, NR>(m, v, kb0, kb1);
-      case 2:
-        return tile<2, NR>(m, v, kb0, kb1);
-      case 1:
-        return tile<1, NR>(m, v, kb0, kb1);
-      default:
-        return;
-    }
-  }
-
   void run() const {
     const int64_t kc = kc_blocks(gblocks);
     for (int64_t kb0 = 0; kb0 < nblocks; kb0 += kc) {
       const int64_t kb1 = std::min(nblocks, kb0 + kc);
       pack(kb0, kb1);
-      int64_t v = 0;
-      for (; v + kNR <= vecs; v += kNR) rows<kNR>(v, kb0, kb1);
-      if (vecs - v == 2) rows<2>(v, kb0, kb1);
-      if (vecs - v == 1) rows<1>(v, kb0, kb1);
+      panel_tiles(*this, M, vecs, kb0, kb1);
     }
   }
 };
@@ -243,7 +208,7 @@ void gemm_panel(const QWeights& w, const int8_t* a, int64_t lda, const float* sa
   s.panel.resize(static_cast<size_t>(vecs * kblocks * kK4 * kVec + kVec));
   s.wscale.resize(static_cast<size_t>((kblocks + 1) * vecs * 16));
   if (w.group_blocks > kKcBlocks) s.isum.resize(static_cast<size_t>(M * vecs * 16));
-  const Panel<Dec> p{w, a, lda, sa, asum, ldsa, c, ldc, M, N, vecs, nblocks, w.group_blocks, s};
+  const Panel<Dec> p{{w, a, lda, sa, asum, ldsa, c, ldc}, M, N, vecs, nblocks, w.group_blocks, s};
   p.run();
 }
 

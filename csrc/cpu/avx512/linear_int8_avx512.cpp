@@ -152,10 +152,14 @@ KernelTable make_table() {
           {8, 8, 8, 12},
           gemm_f32_s8_panel_avx512,
           kF32PanelMinM,
-          vnni ? "vpdpbusd (AVX-512 VNNI): panel GEMM from M >= 8 (int8: 12); W8A16: fp32 "
-                 "panel GEMM from M >= 4"
-               : "vpmaddubsw (AVX-512BW, no VNNI): dot-product tiles; W8A16: fp32 panel GEMM "
-                 "from M >= 4"};
+          vnni ? "vpdpbusd (AVX-512 VNNI): panel GEMM from M >= 8 (int8: 12); W8A16, vq: fp32 "
+                 "panel GEMM from M >= 4, 16"
+               : "vpmaddubsw (AVX-512BW, no VNNI): dot-product tiles; W8A16, vq: fp32 panel "
+                 "GEMM from M >= 4, 16",
+          kGemmVQPanelAvx512,
+          // vq's panel GEMM against its 4 x 2 dot-product tiles (1x8, 1x16, 2x8, 2x16): 16-bit
+          // codebooks, decoded from L3, need more rows to pay for it (docs/kernels.md).
+          {16, 32, 16, 32}};
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
-// 16 x 8 dword transpose for the AVX-512 panel GEMMs (gemm_panel_avx512vnni.cpp,
-// gemm_f32_s8_panel_avx512.cpp). Included inside each unit's anonymous namespace (after
-// <immintrin.h>), so every copy stays private to that unit's flags.
+// What the AVX-512 panel GEMMs (gemm_panel_avx512vnni.cpp, gemm_f32_panel_avx512.cpp) share: the
+// 16 x 8 dword transpose that builds their panels and the walk over one K block's register tiles.
+// Included inside each unit's anonymous namespace (after <immintrin.h> and cpu/tile_loop.h), so
+// every copy stays private to that unit's flags.
 #pragma once
 
 // 16 rows x one 32-byte block each -> 8 panel vectors: vector q holds dword q of rows 0..15.
@@ -27,4 +28,32 @@ inline void transpose_16x8(const __m256i u[16], __m512i out[8]) {
     out[d] = _mm512_permutex2var_epi64(s[d], lo, s[4 + d]);
     out[4 + d] = _mm512_permutex2var_epi64(s[d], hi, s[4 + d]);
   }
+}
+
+// Runs p.tile<R, C>(m, v, k0, k1), one register tile of R rows x C column vectors, over every row
+// of the task and every column vector for the K block [k0, k1): 8-row tiles down M (one shorter
+// tile for the rows left over) against 3 column vectors at a time (then the 2 or 1 left over).
+template <typename P>
+struct PanelTiles {
+  const P& p;
+  int64_t k0, k1;
+  template <int R, int C>
+  void run(int64_t m, int64_t v) const {
+    p.template tile<R, C>(m, v, k0, k1);
+  }
+  template <int C>
+  void rows(int64_t M, int64_t v) const {
+    int64_t m = 0;
+    for (; m + 8 <= M; m += 8) run<8, C>(m, v);
+    qk::cpu::run_ragged_rows<8, C>(M - m, m, v, *this);
+  }
+};
+
+template <typename P>
+inline void panel_tiles(const P& p, int64_t M, int64_t vecs, int64_t k0, int64_t k1) {
+  const PanelTiles<P> t{p, k0, k1};
+  int64_t v = 0;
+  for (; v + 3 <= vecs; v += 3) t.template rows<3>(M, v);
+  if (vecs - v == 2) t.template rows<2>(M, v);
+  if (vecs - v == 1) t.template rows<1>(M, v);
 }
