@@ -1,6 +1,7 @@
-// The library's own persistent thread pool. Callers pass the thread count per call (the Python
-// layer passes torch.get_num_threads()), so qkernels never oversubscribes and never depends on
-// the OpenMP runtime that torch or the host engine ships.
+// Where the kernels' parallel work runs: on a host's pool when one was given
+// (qk_set_parallel_runner; the Python layer gives torch's OpenMP team), else on the library's own
+// persistent pool. Callers pass the thread count per call (the Python layer passes
+// torch.get_num_threads()), so qkernels never oversubscribes, and links no OpenMP runtime itself.
 #pragma once
 
 #include <cstdint>
