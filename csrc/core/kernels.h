@@ -50,10 +50,10 @@ extern const GemmQFn kGemmQNeon[kQFormatCount];
 // Panel GEMM for batches (csrc/cpu/avx512/gemm_panel_avx512vnni.cpp): the gemm_q contract for
 // int4, int3 and nf4 (indexed by QFormat) and for int8 rows (kPanelS8: packed = [N, K] int8
 // weights, row_bytes = K, one group per row, zeros = nullptr, zero = 0; the activation panel in
-// element order). It differs from GemmQFn in two places: asum is [M, ldsa], the plain sum of a over
-// each group (integers, as fp32), and c must hold zeros on entry (each group is added as c =
-// fma(float(isum), sa * scale, c), so W8A8, whose single group starts from c = 0, rounds exactly as
-// its oracle's multiply).
+// element order). It differs from GemmQFn in one place: asum is [M, ldsa], the plain sum of a over
+// each group (integers, as fp32). c is written, as by GemmQFn: the first group as
+// float(isum) * (sa * scale), so W8A8 and its single group round exactly as its oracle; later
+// groups add with one multiply-add.
 using GemmPanelFn = GemmQFn;
 inline constexpr int kPanelS8 = kQFormatCount;
 inline constexpr int kPanelFormatCount = kQFormatCount + 1;

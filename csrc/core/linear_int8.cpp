@@ -67,10 +67,10 @@ qk_status w8a8_panel(const KernelTable& k, const int8_t* panel, int64_t ldp, con
     QWeights wt = qw;
     wt.packed += n0 * K;
     wt.scales += n0;
-    std::vector<float> out(static_cast<size_t>(mb * nb));
-    k.gemm_panel[kPanelS8](wt, panel + m0 * ldp, ldp, x_scale + m0, asum + m0, 1, out.data(), nb,
-                           mb, nb);
-    store_block(out.data(), mb, nb, nullptr, bias, y, x_dtype, ldy, m0, n0);
+    auto out = aligned_buffer<float>(mb * nb);  // written whole by the kernel
+    k.gemm_panel[kPanelS8](wt, panel + m0 * ldp, ldp, x_scale + m0, asum + m0, 1, out.get(), nb, mb,
+                           nb);
+    store_block(out.get(), mb, nb, nullptr, bias, y, x_dtype, ldy, m0, n0);
   });
   return ok();
 }
@@ -218,9 +218,9 @@ qk_status linear_int8_w8a16(const void* x, qk_dtype x_dtype, int64_t ldx, const 
     parallel_for(t.tasks(), nt, [&](int64_t task) {
       const int64_t m0 = t.m0(task), n0 = t.n0(task);
       const int64_t mb = std::min(t.mb, M - m0), nb = std::min(t.nb, N - n0);
-      std::vector<float> acc(static_cast<size_t>(mb * nb));
-      gemm(xf + m0 * ldxf, ldxf, w + n0 * K, K, acc.data(), nb, mb, nb, K);
-      store_block(acc.data(), mb, nb, w_scale, bias, y, x_dtype, ldy, m0, n0);
+      auto acc = aligned_buffer<float>(mb * nb);  // written whole by the kernel
+      gemm(xf + m0 * ldxf, ldxf, w + n0 * K, K, acc.get(), nb, mb, nb, K);
+      store_block(acc.get(), mb, nb, w_scale, bias, y, x_dtype, ldy, m0, n0);
     });
     return ok();
   });

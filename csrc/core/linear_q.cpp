@@ -167,14 +167,14 @@ qk_status linear_q(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, cons
       wt.packed += n0 * w.row_bytes;
       wt.scales += n0 * groups;
       if (wt.zeros != nullptr) wt.zeros += n0 * groups;
-      std::vector<float> out(static_cast<size_t>(mb * nb));
+      auto out = aligned_buffer<float>(mb * nb);  // written whole by the kernel
       if (use_panel)
         k.gemm_panel[f](wt, panel.get() + m0 * ldp, ldp, sa.get() + m0 * groups,
-                        atot.get() + m0 * groups, groups, out.data(), nb, mb, nb);
+                        atot.get() + m0 * groups, groups, out.get(), nb, mb, nb);
       else
         k.gemm_q[f](wt, panel.get() + m0 * ldp, ldp, sa.get() + m0 * groups,
-                    asum.get() + m0 * groups * 8, groups, out.data(), nb, mb, nb);
-      store_block(out.data(), mb, nb, nullptr, bias, y, x_dtype, ldy, m0, n0);
+                    asum.get() + m0 * groups * 8, groups, out.get(), nb, mb, nb);
+      store_block(out.get(), mb, nb, nullptr, bias, y, x_dtype, ldy, m0, n0);
     });
     return ok();
   });

@@ -57,9 +57,9 @@ qk_status linear_vq(const void* x, qk_dtype x_dtype, int64_t ldx, const void* co
       const int64_t m0 = t.m0(task), n0 = t.n0(task);
       const int64_t mb = std::min(t.mb, M - m0), nb = std::min(t.nb, N - n0);
       const VQWeights w{static_cast<const uint8_t*>(codes) + n0 * row_code_bytes, codebooks, K};
-      std::vector<float> acc(static_cast<size_t>(mb * nb));
-      gemm(w, xf + m0 * ldxf, ldxf, acc.data(), nb, mb, nb);
-      store_block(acc.data(), mb, nb, scales, bias, y, x_dtype, ldy, m0, n0);
+      auto acc = aligned_buffer<float>(mb * nb);  // written whole by the kernel
+      gemm(w, xf + m0 * ldxf, ldxf, acc.get(), nb, mb, nb);
+      store_block(acc.get(), mb, nb, scales, bias, y, x_dtype, ldy, m0, n0);
     });
     return ok();
   });

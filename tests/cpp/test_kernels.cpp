@@ -446,7 +446,8 @@ void run_gemm_q(const KernelTable& t, int f, int64_t M, int64_t N, int64_t K, in
     std::vector<float> total(sa.size());
     for (size_t i = 0; i < total.size(); ++i)
       for (int l = 0; l < 8; ++l) total[i] += asum[i * 8 + l];
-    for (int64_t m = 0; m < M; ++m) std::fill_n(c.begin() + m * ldc, N, 0.0f);
+    // Garbage where the kernel writes: it must write, not accumulate.
+    for (int64_t m = 0; m < M; ++m) std::fill_n(c.begin() + m * ldc, N, NAN);
     t.gemm_panel[f](w, a.get(), lda, sa.data(), total.data(), groups, c.data(), ldc, M, N);
   } else {
     t.gemm_q[f](w, a.get(), lda, sa.data(), asum.data(), groups, c.data(), ldc, M, N);

@@ -16,14 +16,13 @@
 //   starting each group's sums at -128 * sum a (per row and group, from the driver). The
 //   int32 lanes may wrap (a * u reaches 4 * 127 * 255 per step), but the true sum fits int32 and
 //   arithmetic modulo 2^32 gives it exactly.
-// - Groups: a group's integer sum is converted once, c = fma(float(isum), sa * scale, c); with
-//   W8A8's single group c is 0 and that rounds as the oracle's multiply. A group longer than a K
-//   block (W8A8: the whole row) keeps its int32 sums in a scratch tile between blocks, so the
-//   integer result stays exact.
+// - Groups: a group's integer sum is converted once: the first group writes
+//   c = float(isum) * (sa * scale) (W8A8's single group thus rounds as its oracle), later ones add
+//   c = fma(float(isum), sa * scale, c). A group longer than a K block (W8A8: the whole row) keeps
+//   its int32 sums in a scratch tile between blocks, so the integer result stays exact.
 //
 // Both operands use the same order of k inside a 32-block (the format's panel order), so the
-// nibble formats need no shuffle. Limitations: needs AVX-512 F/BW/VL + VNNI; the caller's c
-// starts at zero.
+// nibble formats need no shuffle. Limitations: needs AVX-512 F/BW/VL + VNNI.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -172,15 +171,17 @@ struct Panel : QTileArgs {
                 _mm512_storeu_si512(s.isum.data() + (m + i) * ld + (v + j) * 16, acc[i][j]);
         continue;
       }
-      // One multiply-add per output: with a single group (W8A8) c is 0, and fma(d, s, 0) rounds
-      // d * s once, as the oracle's multiply does.
+      // The first group writes c (a multiply: W8A8's single group rounds as its oracle does),
+      // later ones add with one multiply-add. c needs no zeroing beforehand.
       _Pragma("GCC unroll 8") for (int i = 0; i < MR; ++i) {
         const __m512 sx = _mm512_set1_ps(sa[(m + i) * ldsa + g]);
         _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) {
           const __m512 sw = _mm512_loadu_ps(s.wscale.data() + (g - g0) * ld + (v + j) * 16);
+          const __m512 dot = _mm512_cvtepi32_ps(acc[i][j]);
           float* cp = c + (m + i) * ldc + (v + j) * 16;
-          const __m512 sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), _mm512_mul_ps(sx, sw),
-                                             _mm512_maskz_loadu_ps(cols[j], cp));
+          const __m512 sum = g == 0 ? _mm512_mul_ps(dot, _mm512_mul_ps(sx, sw))
+                                    : _mm512_fmadd_ps(dot, _mm512_mul_ps(sx, sw),
+                                                      _mm512_maskz_loadu_ps(cols[j], cp));
           _mm512_mask_storeu_ps(cp, cols[j], sum);
         }
       }
@@ -203,6 +204,10 @@ void gemm_panel(const QWeights& w, const int8_t* a, int64_t lda, const float* sa
   if (M == 0 || N == 0) return;
   const int64_t vecs = (N + 15) / 16;
   const int64_t nblocks = grouped::blocks_per_row(w.K);
+  if (nblocks == 0) {  // K = 0: no group writes c
+    for (int64_t m = 0; m < M; ++m) std::fill_n(c + m * ldc, N, 0.0f);
+    return;
+  }
   const int64_t kblocks = std::min(nblocks, kc_blocks(w.group_blocks));
   thread_local Scratch s;
   s.panel.resize(static_cast<size_t>(vecs * kblocks * kK4 * kVec + kVec));
