@@ -45,7 +45,7 @@ def set_thread_pool(name: str) -> None:
         raise ValueError(f"set_thread_pool: name: expected one of {', '.join(POOLS)}, got {name!r}")
     if name == "own":
         _C.use_openmp(0)
-        _state.update(pool="own", why="chosen")
+        _state.update(pool="own", why="chosen with set_thread_pool('own') or QKERNELS_POOL=own")
         return
     path, found = _openmp_runtime()
     if path is None:
