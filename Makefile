@@ -21,9 +21,9 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml CMakeLists.txt $(shell find cs
 	$(PIP) install -q ".[test,demo,plot,dev]"
 	touch $@
 
-# torch's OpenMP threads spin after each op and starve the library's own pool on a busy machine
-# (docs/architecture.md); passive waiting keeps the demo's timings and the test time independent of
-# the load.
+# The kernels run on torch's OpenMP threads (docs/architecture.md#threads), which spin after each
+# op; on a machine shared with other jobs, passive waiting keeps the demo's timings and the test
+# time independent of the load.
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/qkernels demo
 
