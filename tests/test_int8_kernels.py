@@ -151,30 +151,34 @@ def test_empty_batch(isa, op):
     assert out.shape == (0, 6)
 
 
-def test_w8a8_non_finite_rows_give_nan_rows(isa):
+@pytest.mark.parametrize("m", [4, 20])  # below and above the batch where panel kernels take over
+def test_w8a8_non_finite_rows_give_nan_rows(isa, m):
     w, s = _weights(21, 70)
-    x = torch.randn(4, 70)
+    x = torch.randn(m, 70)
     x[1, 5] = float("nan")
     x[2, 69] = float("inf")
     b = torch.randn(21)
     out = ops.linear_int8_w8a8(x, w, s, b)
     assert torch.isnan(out[1:3]).all()
     # Per-token quantization: the finite rows are exactly what they would be on their own.
-    assert torch.equal(out[[0, 3]], ops.linear_int8_w8a8(x[[0, 3]], w, s, b))
+    finite = [0, *range(3, m)]
+    assert torch.equal(out[finite], ops.linear_int8_w8a8(x[finite], w, s, b))
 
 
-def test_w8a16_non_finite_propagate(isa):
+@pytest.mark.parametrize("m", [3, 20])
+def test_w8a16_non_finite_propagate(isa, m):
     w, s = _weights(21, 70)
-    x = torch.randn(3, 70)
+    x = torch.randn(m, 70)
     x[1, 5] = float("nan")
     out = ops.linear_int8_w8a16(x, w, s, None)
     assert torch.isnan(out[1]).all()
-    assert torch.isfinite(out[[0, 2]]).all()
+    assert torch.isfinite(out[[0, *range(2, m)]]).all()
 
 
+@pytest.mark.parametrize("m", [3, 20])
 @pytest.mark.parametrize("op", ["linear_int8_w8a8", "linear_int8_w8a16"])
-def test_k_zero_gives_bias(isa, op):
+def test_k_zero_gives_bias(isa, op, m):
     w = torch.empty(4, 0, dtype=torch.int8)
     b = torch.randn(4)
-    out = getattr(ops, op)(torch.empty(3, 0), w, torch.ones(4), b)
-    assert torch.equal(out, b.expand(3, 4))
+    out = getattr(ops, op)(torch.empty(m, 0), w, torch.ones(4), b)
+    assert torch.equal(out, b.expand(m, 4))
