@@ -57,6 +57,14 @@ inline qk_status guarded(const char* fn, Fn&& body) {
   }
 }
 
+// The sum of n int8 values, as the panel GEMMs take it (kernels.h: GemmPanelFn's asum): exact,
+// since |sum| <= 127 * 2^17 < 2^24.
+inline float sum_codes(const int8_t* q, int64_t n) {
+  int32_t s = 0;
+  for (int64_t i = 0; i < n; ++i) s += q[i];
+  return static_cast<float>(s);
+}
+
 // x as fp32 rows for the float kernels: x itself when it is fp32, else a widened copy (once per
 // call; the kernels re-read activations many times).
 struct StagedF32 {

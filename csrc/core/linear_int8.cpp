@@ -163,11 +163,7 @@ qk_status linear_int8_w8a8(const void* x, qk_dtype x_dtype, int64_t ldx, const i
       for (int64_t r = r0; r < r1; ++r) {
         int8_t* row = panel.get() + r * ldp;
         for (int64_t i = K; i < ldp; ++i) row[i] = 0;  // the padding the kernels may load
-        if (use_panel) {
-          int32_t s = 0;
-          for (int64_t i = 0; i < K; ++i) s += row[i];
-          asum[r] = static_cast<float>(s);  // |s| <= 127 * 2^17 < 2^24: exact
-        }
+        if (use_panel) asum[r] = sum_codes(row, K);
       }
     });
     if (use_panel)

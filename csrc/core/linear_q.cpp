@@ -81,13 +81,6 @@ qk_status check_args(QFormat f, const void* x, qk_dtype x_dtype, int64_t ldx, co
   return QK_OK;
 }
 
-// Sum of n int8 values (integers below 2^24, exact as fp32).
-float sum_codes(const int8_t* q, int64_t n) {
-  int32_t s = 0;
-  for (int64_t i = 0; i < n; ++i) s += q[i];
-  return static_cast<float>(s);
-}
-
 // Quantizes rows [r0, r1) of x per group into the panel (panel order, zero padding) and writes
 // the activation scale of each group; nf4 folds its table's 1/127 into that scale. Then, for each
 // group, either the lane sums that gemm_q wants (asum, [M, groups, 8]) or the plain sums the panel

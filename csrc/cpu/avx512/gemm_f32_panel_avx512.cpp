@@ -17,7 +17,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -111,10 +110,7 @@ struct PanelF32 {
   int64_t ldc, M, N, K, vecs;
   Scratch& s;
 
-  float* panel() const {
-    const auto p = reinterpret_cast<uintptr_t>(s.panel.data());
-    return reinterpret_cast<float*>((p + 63) / 64 * 64);
-  }
+  float* panel() const { return aligned_panel(s.panel); }
 
   void pack(int64_t k0, int64_t k1) const {
     for (int64_t v = 0; v < vecs; ++v) rows_of.pack(v, k0, k1, N, K, panel() + v * kKc * 16);
@@ -125,8 +121,7 @@ struct PanelF32 {
     __mmask16 cols[NR];
     const float* bp[NR];
     _Pragma("GCC unroll 4") for (int j = 0; j < NR; ++j) {
-      const int64_t left = N - (v + j) * 16;
-      cols[j] = left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+      cols[j] = column_mask(N - (v + j) * 16);
       bp[j] = panel() + (v + j) * kKc * 16;
     }
     __m512 acc[MR][NR];

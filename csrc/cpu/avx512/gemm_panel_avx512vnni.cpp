@@ -76,16 +76,16 @@ struct Panel : QTileArgs {
   int64_t nblocks, gblocks;
   Scratch& s;
 
-  uint8_t* panel() const {
-    const auto p = reinterpret_cast<uintptr_t>(s.panel.data());
-    return reinterpret_cast<uint8_t*>((p + kVec - 1) / kVec * kVec);  // 64-byte aligned
-  }
+  uint8_t* panel() const { return aligned_panel(s.panel); }
 
   // Decodes blocks [b0, b1) of every column into the panel, and the groups' weight scales.
   void pack(int64_t b0, int64_t b1) const {
     const int64_t nb = b1 - b0, full = w.row_bytes / Dec::kBytes;
     const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
     alignas(64) __m256i rows[kKcBlocks][16];
+    // The short last block of a row, copied out so nothing past the row is read; every copy
+    // writes the same leading bytes, so the zeros after them are set once.
+    alignas(32) uint8_t tail[Dec::kBytes] = {};
     for (int64_t v = 0; v < vecs; ++v) {
       for (int r = 0; r < 16; ++r) {
         const int64_t n = v * 16 + r;
@@ -98,9 +98,8 @@ struct Panel : QTileArgs {
         for (int64_t off = 0; off < nb * Dec::kBytes; off += 64)
           cpu::prefetch_strip<2>(row + b1 * Dec::kBytes + off);
         for (int64_t b = b0; b < b1; ++b) {
-          alignas(32) uint8_t tail[Dec::kBytes] = {};
           const uint8_t* p = row + b * Dec::kBytes;
-          if (b >= full) {  // the short last block: copy out, so nothing past the row is read
+          if (b >= full) {
             std::memcpy(tail, p, static_cast<size_t>(w.row_bytes - full * Dec::kBytes));
             p = tail;
           }
@@ -135,8 +134,7 @@ struct Panel : QTileArgs {
     __mmask16 cols[NR];
     _Pragma("GCC unroll 8") for (int j = 0; j < NR; ++j) {
       bp[j] = panel() + (v + j) * (kb1 - kb0) * kK4 * kVec;
-      const int64_t left = N - (v + j) * 16;
-      cols[j] = left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+      cols[j] = column_mask(N - (v + j) * 16);
     }
     const int64_t g0 = kb0 / gblocks;
     for (int64_t g = g0; g * gblocks < kb1; ++g) {

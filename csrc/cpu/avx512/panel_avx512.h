@@ -1,8 +1,22 @@
 // What the AVX-512 panel GEMMs (gemm_panel_avx512vnni.cpp, gemm_f32_panel_avx512.cpp) share: the
-// 16 x 8 dword transpose that builds their panels and the walk over one K block's register tiles.
-// Included inside each unit's anonymous namespace (after <immintrin.h> and cpu/tile_loop.h), so
-// every copy stays private to that unit's flags.
+// 16 x 8 dword transpose that builds their panels, the panel's alignment, the column mask of an
+// output vector, and the walk over one K block's register tiles.
+// Included inside each unit's anonymous namespace (after <immintrin.h>, <vector> and
+// cpu/tile_loop.h), so every copy stays private to that unit's flags.
 #pragma once
+
+// The first 64-byte aligned address in a scratch vector (sized with 64 bytes of slack), where the
+// panel starts: its vectors are read with aligned loads.
+template <typename T>
+inline T* aligned_panel(std::vector<T>& scratch) {
+  const auto p = reinterpret_cast<uintptr_t>(scratch.data());
+  return reinterpret_cast<T*>((p + 63) / 64 * 64);
+}
+
+// The outputs of the 16-column vector that starts `left` columns before the end of the block.
+inline __mmask16 column_mask(int64_t left) {
+  return left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+}
 
 // 16 rows x one 32-byte block each -> 8 panel vectors: vector q holds dword q of rows 0..15.
 // Rows r and r + 8 share a zmm, then an 8 x 8 dword transpose runs in each 256-bit half.

@@ -235,22 +235,25 @@ _KERNEL_FLAGS = (
 )
 
 
-def _cpuinfo_field(name: str) -> str | None:
+def _cpuinfo() -> dict[str, str]:
+    """The first CPU's fields of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(name):
-                return line.split(":", 1)[1].strip()
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return None
+    return fields
 
 
-def _cpu_model() -> str:
-    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+def _cpu_model(cpuinfo: dict[str, str]) -> str:
+    return cpuinfo.get("model name") or platform.processor() or platform.machine()
 
 
-def _cpu_flags() -> list[str]:
-    flags = set((_cpuinfo_field("flags") or "").split())
+def _cpu_flags(cpuinfo: dict[str, str]) -> list[str]:
+    flags = set(cpuinfo.get("flags", "").split())
     return [f for f in _KERNEL_FLAGS if f in flags]
 
 
@@ -260,9 +263,10 @@ def machine_info() -> dict:
     import qkernels
 
     info = qkernels.info()
+    cpuinfo = _cpuinfo()
     return {
-        "cpu": _cpu_model(),
-        "cpu_flags": _cpu_flags(),
+        "cpu": _cpu_model(cpuinfo),
+        "cpu_flags": _cpu_flags(cpuinfo),
         "isa": info["isa"],
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
